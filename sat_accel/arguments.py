@@ -1,0 +1,277 @@
+"""Command-line flags with SAT's names and defaults, validated in one place.
+
+`get_args()` is the entry point of every script: it parses the flags, checks them together
+(`validate_args`), fills in rank / world size / device from the launcher environment and seeds
+python, numpy and torch. It never starts a process group: Accelerate does that in training_main.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import math
+import os
+import random
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRAIN_ITERS = 10000
+
+
+def _str2bool_or_none(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "y")
+
+
+def add_model_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Architecture flags (SAT group 'model'); these are what model_config.json records."""
+    group = parser.add_argument_group("model", "model configuration")
+    group.add_argument("--num-layers", type=int, default=6, help="number of transformer layers")
+    group.add_argument("--hidden-size", type=int, default=1024, help="transformer hidden size")
+    group.add_argument("--num-attention-heads", type=int, default=16, help="number of attention heads")
+    group.add_argument("--vocab-size", type=int, default=100, help="rows of the word embedding")
+    group.add_argument("--max-sequence-length", type=int, default=512,
+                       help="rows of the position embedding (longest sequence, in tokens)")
+    group.add_argument("--layernorm-order", default="pre", choices=["pre", "post", "sandwich"],
+                       help="where layernorms sit around attention/MLP")
+    group.add_argument("--inner-hidden-size", type=int, default=None,
+                       help="MLP inner size; None means 4 x hidden size")
+    group.add_argument("--hidden-size-per-attention-head", type=int, default=None,
+                       help="per-head size; None means hidden size / heads")
+    group.add_argument("--hidden-dropout", type=float, default=0.1, help="dropout on embeddings and block outputs")
+    group.add_argument("--attention-dropout", type=float, default=0.1, help="dropout on attention probabilities")
+    group.add_argument("--layernorm-epsilon", type=float, default=1e-5, help="layernorm epsilon")
+    group.add_argument("--skip-init", action="store_true",
+                       help="skip random weight init (weights will be loaded right after)")
+    group.add_argument("--model-parallel-size", type=int, default=1,
+                       help="tensor model parallelism (only 1 is supported; accepted for SAT scripts)")
+    return parser
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Loop, optimizer, precision, logging and checkpoint flags (SAT group 'train' plus ours)."""
+    group = parser.add_argument_group("train", "training configuration")
+    group.add_argument("--experiment-name", default="MyModel",
+                       help="run name; '-%%m-%%d-%%H-%%M' is appended (kept when resuming)")
+    group.add_argument("--train-iters", type=int, default=None,
+                       help=f"optimizer steps in total ({DEFAULT_TRAIN_ITERS} if neither this nor --epochs)")
+    group.add_argument("--epochs", type=int, default=None, help="passes over the training data instead of --train-iters")
+    group.add_argument("--batch-size", type=int, default=4, help="micro-batch size per process (examples)")
+    group.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    group.add_argument("--mode", default="pretrain", choices=["pretrain", "finetune", "inference"],
+                       help="pretrain resumes --load fully; finetune loads weights at iteration 0")
+    group.add_argument("--seed", type=int, default=1234, help="random seed (same on every rank)")
+    group.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage 0..3 (0 = plain DDP)")
+    group.add_argument("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config", default=None,
+                       help="a DeepSpeed JSON config file (optional; our flags fill the rest)")
+    group.add_argument("--checkpoint-activations", action="store_true", help="recompute activations in backward")
+    group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation-checkpoint chunk")
+    group.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU only; fp32 on CPU)")
+    group.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    group.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                       help="micro-batches per optimizer step")
+    group.add_argument("--gradient-clipping", type=float, default=1.0, help="max global grad norm; 0 disables")
+    group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    group.add_argument("--adam-beta1", type=float, default=0.9, help="AdamW beta1")
+    group.add_argument("--adam-beta2", type=float, default=0.999, help="AdamW beta2")
+    group.add_argument("--adam-eps", type=float, default=1e-8, help="AdamW epsilon")
+    group.add_argument("--lr-decay-iters", type=int, default=None, help="schedule horizon in steps (default --train-iters)")
+    group.add_argument("--lr-decay-style", default="linear", choices=["constant", "linear", "cosine", "exponential"],
+                       help="shape of the decay after warmup")
+    group.add_argument("--lr-decay-ratio", type=float, default=0.1, help="final lr = lr x ratio at the horizon")
+    group.add_argument("--warmup", type=float, default=0.01, help="warmup length as a fraction of the horizon")
+    group.add_argument("--max-skipped-iters", type=int, default=50,
+                       help="stop after this many consecutive iterations skipped for NaN/Inf loss")
+    group.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
+    group.add_argument("--summary-dir", default="", help="TensorBoard/metrics base folder")
+    group.add_argument("--save-args", action="store_true", help="also write the arguments next to the summaries")
+    group.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    group.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
+    group.add_argument("--wandb-project-name", default="default_project", help="wandb project")
+    group.add_argument("--save", default=None, help="checkpoint root folder (run folder = <save>/<experiment>)")
+    group.add_argument("--load", default=None, help="checkpoint run folder or iteration folder to load")
+    group.add_argument("--load-iteration", type=int, default=None, help="iteration to load instead of 'latest'")
+    group.add_argument("--save-interval", type=int, default=5000, help="iterations between checkpoints")
+    group.add_argument("--save-total-limit", type=int, default=None, help="keep only the newest K checkpoints")
+    group.add_argument("--no-save-optim", action="store_true",
+                       help="save weights only (SAT behaviour; resume re-warms the optimizer)")
+    group.add_argument("--max-shard-size", default="5GB", help="largest model.safetensors shard, e.g. 5GB or 500MB")
+    group.add_argument("--resume-dataloader", action="store_true",
+                       help="accepted for SAT scripts; resume is always exact here")
+    group.add_argument("--exit-interval", type=int, default=None, help="save and stop when iteration %% N == 0")
+    group.add_argument("--exit-duration-in-mins", type=float, default=None,
+                       help="save and stop after this many minutes of training")
+    group.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+                       help="set by launchers; read from LOCAL_RANK otherwise")
+    return parser
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Validation / test flags (SAT group 'validation')."""
+    group = parser.add_argument_group("validation", "validation configuration")
+    group.add_argument("--eval-batch-size", type=int, default=None, help="per-process eval batch (default --batch-size)")
+    group.add_argument("--eval-iters", type=int, default=100, help="batches per (non-strict) evaluation")
+    group.add_argument("--eval-interval", type=int, default=None, help="iterations between evaluations (None = never)")
+    group.add_argument("--strict-eval", action="store_true", help="evaluate the whole split exactly once")
+    return parser
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Data flags (SAT group 'data')."""
+    group = parser.add_argument_group("data", "data configuration")
+    group.add_argument("--train-data", nargs="+", default=None, help="training data paths (or hf://...)")
+    group.add_argument("--train-data-weights", nargs="+", type=float, default=None,
+                       help="sampling weight per --train-data path")
+    group.add_argument("--valid-data", nargs="*", default=None, help="validation data paths")
+    group.add_argument("--test-data", nargs="*", default=None, help="test data paths")
+    group.add_argument("--split", default="1000,1,1", help="train,valid,test proportions of --train-data")
+    group.add_argument("--num-workers", type=int, default=1, help="DataLoader worker processes")
+    group.add_argument("--block-size", type=int, default=10000, help="block size (examples) of the random split")
+    group.add_argument("--prefetch-factor", type=int, default=4, help="batches prefetched per worker")
+    group.add_argument("--iterable-dataset", action="store_true", help="datasets are torch IterableDatasets")
+    return parser
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Every sat_accel flag group on a new parser, or added to the caller's parser."""
+    if parser is None:
+        parser = argparse.ArgumentParser(description="sat_accel")
+    elif not isinstance(parser, argparse.ArgumentParser):
+        raise ConfigError(f"get_args(parser=...) needs an argparse.ArgumentParser, got {type(parser).__name__}.")
+    for add in (add_model_config_args, add_training_args, add_evaluation_args, add_data_args):
+        add(parser)
+    return parser
+
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules or os.path.basename(sys.argv[0] if sys.argv else "").startswith("ipykernel")
+
+
+def validate_args(args: argparse.Namespace) -> list[str]:
+    """Every problem with the flags, each one sentence saying what to change (empty = fine)."""
+    problems = []
+    if args.train_iters is not None and args.epochs is not None:
+        problems.append("--train-iters and --epochs are mutually exclusive: pass only one of them.")
+    if args.train_iters is not None and args.train_iters < 0:
+        problems.append(f"--train-iters must be >= 0 (0 evaluates only), got {args.train_iters}.")
+    if args.epochs is not None and args.epochs <= 0:
+        problems.append(f"--epochs must be a positive integer, got {args.epochs}.")
+    if args.fp16 and args.bf16:
+        problems.append("--fp16 and --bf16 are mutually exclusive: pick one precision.")
+    for flag in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_interval", "eval_iters",
+                 "save_interval", "eval_interval", "exit_interval", "block_size", "save_total_limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            problems.append(f"--{flag.replace('_', '-')} must be at least 1, got {value}.")
+    if args.lr < 0:
+        problems.append(f"--lr must be >= 0, got {args.lr}.")
+    if not 0 <= args.warmup <= 1:
+        problems.append(f"--warmup is a fraction of the schedule and must be in [0, 1], got {args.warmup}.")
+    if args.lr_decay_ratio <= 0 or args.lr_decay_ratio > 1:
+        problems.append(f"--lr-decay-ratio must be in (0, 1], got {args.lr_decay_ratio}.")
+    if args.num_workers < 0:
+        problems.append(f"--num-workers must be >= 0, got {args.num_workers}.")
+    if args.seed <= 0:
+        problems.append(f"--seed must be a positive integer (as in SAT), got {args.seed}.")
+    if args.model_parallel_size != 1:
+        problems.append("--model-parallel-size > 1 is not supported; use --zero-stage 3 or FSDP to shard a large model.")
+    problems += _data_problems(args)
+    problems += _deepspeed_problems(args)
+    return problems
+
+
+def _data_problems(args: argparse.Namespace) -> list[str]:
+    problems = []
+    if args.train_data_weights is not None:
+        n_paths = len(args.train_data or [])
+        if len(args.train_data_weights) != n_paths:
+            problems.append(f"--train-data-weights has {len(args.train_data_weights)} values but --train-data has "
+                            f"{n_paths} paths: give one weight per path.")
+        if any(w < 0 for w in args.train_data_weights) or not any(w > 0 for w in args.train_data_weights):
+            problems.append(f"--train-data-weights must be >= 0 with at least one > 0, got {args.train_data_weights}.")
+    try:
+        parse_split(args.split)
+    except ConfigError as err:
+        problems.append(str(err))
+    return problems
+
+
+def _deepspeed_problems(args: argparse.Namespace) -> list[str]:
+    if args.zero_stage not in (0, 1, 2, 3):
+        return [f"--zero-stage must be 0, 1, 2 or 3, got {args.zero_stage}."]
+    wants_deepspeed = args.zero_stage > 0 or args.deepspeed_config is not None
+    if wants_deepspeed and importlib.util.find_spec("deepspeed") is None:
+        return [f"--zero-stage {args.zero_stage} needs DeepSpeed, which is not installed: "
+                "pip install 'sat-accel[deepspeed]'."]
+    return []
+
+
+def parse_split(split: str) -> list[float]:
+    """'a,b,c' or 'a/b/c' -> three normalised shares (SAT rules: a sum below 1 gets the rest appended)."""
+    text = str(split).replace("/", ",")
+    try:
+        parts = [float(p) for p in text.split(",") if p.strip() != ""]
+    except ValueError:
+        raise ConfigError(f"--split {split!r} must be numbers separated by ',' or '/', e.g. 1000,1,1.") from None
+    if not parts or any(p < 0 or not math.isfinite(p) for p in parts):
+        raise ConfigError(f"--split {split!r} must be non-negative numbers, e.g. 95,5,0.")
+    if sum(parts) < 1 and len(parts) < 3:
+        parts.append(1 - sum(parts))
+    parts = (parts + [0.0, 0.0])[:3]
+    total = sum(parts)
+    if total <= 0:
+        raise ConfigError(f"--split {split!r} has no positive part; give the training share, e.g. 1000,1,1.")
+    return [p / total for p in parts]
+
+
+def _apply_launcher_env(args: argparse.Namespace) -> None:
+    """rank / world_size / local_rank / device from torchrun / accelerate launch variables."""
+    args.rank = int(os.environ.get("RANK", 0))
+    args.world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if args.local_rank is None:
+        args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    args.cuda = torch.cuda.is_available()
+    args.device = f"cuda:{args.local_rank}" if args.cuda else "cpu"
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every GPU) with the same value on every rank."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def get_args(args_list: Sequence[str] | None = None,
+             parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse SAT-style flags, validate them, read the launcher environment and seed everything.
+
+    `args_list=None` parses sys.argv (except inside a notebook kernel, where it parses nothing);
+    pass a list from code. From the command line a bad flag exits with code 2 and one sentence;
+    from code (a list was passed) it raises ConfigError.
+    """
+    from_cli = args_list is None
+    if from_cli and _in_notebook():
+        args_list, from_cli = [], False
+    parser = build_parser(parser)
+    args = parser.parse_args(None if from_cli else list(args_list))
+    problems = validate_args(args)
+    if problems:
+        if from_cli:
+            parser.error(" ".join(problems))
+        raise ConfigError(" ".join(problems))
+    if args.train_iters is None and args.epochs is None:
+        args.train_iters = DEFAULT_TRAIN_ITERS
+        logger.warning("Neither --train-iters nor --epochs given: training for %d iterations.", DEFAULT_TRAIN_ITERS)
+    if args.eval_batch_size is None:
+        args.eval_batch_size = args.batch_size
+    _apply_launcher_env(args)
+    set_random_seed(args.seed)
+    return args

@@ -1,0 +1,379 @@
+"""Reading checkpoint folders into models, and `from_pretrained` (SPEC §3.2).
+
+Weights are read through safetensors' mmap (zero-copy, lazy); `from_pretrained` builds the model on the
+meta device and assigns those tensors directly, so loading costs neither a random init nor a copy.
+Files names are spelled once here; training/checkpoint.py writes what this module reads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest"
+MODEL_CONFIG = "model_config.json"
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+LEGACY_WEIGHTS = "mp_rank_00_model_states.pt"
+TRAINING_STATE = "training_state"
+RELEASE = "release"
+TIED_METADATA_KEY = "sat_accel.tied"  # safetensors metadata: {"alias": "kept name"} for tied weights
+_WEIGHT_FILES = (WEIGHTS, WEIGHTS_INDEX, LEGACY_WEIGHTS)
+# Globals a SAT/DeepSpeed `.pt` needs beyond plain tensors: numpy RNG states (arrays and dtypes).
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+_LEGACY_SAFE_GLOBALS = [_NUMPY_CORE.multiarray._reconstruct, np.ndarray, np.dtype,
+                        *(type(np.dtype(t)) for t in ("uint32", "int64", "float64", "bool"))]
+
+
+# ---------------------------------------------------------------- folders and iterations
+def is_iteration_dir(path: str) -> bool:
+    """True when `path` directly holds model weights (our safetensors or a legacy SAT `.pt`)."""
+    return any(os.path.isfile(os.path.join(path, f)) for f in _WEIGHT_FILES)
+
+
+def _iteration_of(name: str) -> int:
+    return 0 if name == RELEASE else int(name)
+
+
+def _available(run_dir: str) -> list[str]:
+    names = [n for n in os.listdir(run_dir) if (n.isdigit() or n == RELEASE)
+             and is_iteration_dir(os.path.join(run_dir, n))]
+    return sorted(names, key=_iteration_of)
+
+
+def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str, int]:
+    """Run folder (uses `latest`) or iteration folder -> (iteration_dir, iteration); clear errors."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    if not os.path.isdir(path):
+        raise CheckpointError(f"Checkpoint folder {path} does not exist; pass the run folder written by "
+                              "--save (it holds `latest`) or one iteration folder inside it.")
+    if is_iteration_dir(path):
+        name = os.path.basename(path)
+        iteration = _iteration_of(name) if (name.isdigit() or name == RELEASE) else 0
+        if load_iteration is not None and load_iteration != iteration:
+            raise CheckpointError(f"--load-iteration {load_iteration} conflicts with the iteration folder "
+                                  f"{path}; pass the run folder {os.path.dirname(path)} instead.")
+        return path, iteration
+    if load_iteration is not None:
+        tag = str(load_iteration)
+    else:
+        tag = _read_latest(path)
+    folder = os.path.join(path, tag)
+    if not os.path.isdir(folder) and os.path.isdir(os.path.join(path, f".old-{tag}")):
+        folder = os.path.join(path, f".old-{tag}")  # a re-save of this iteration was interrupted mid-swap
+    if not is_iteration_dir(folder):
+        raise CheckpointError(f"Iteration {tag} of {path} is missing or holds no weights ({folder}); "
+                              f"available iterations: {_available(path) or 'none'} — pass one with "
+                              "--load-iteration N.")
+    return folder, _iteration_of(tag)
+
+
+def _read_latest(run_dir: str) -> str:
+    latest = os.path.join(run_dir, LATEST)
+    if not os.path.isfile(latest):
+        raise CheckpointError(f"{run_dir} has no `{LATEST}` file and holds no weights itself; pass the run "
+                              "folder written by --save, an iteration folder, or pick one with --load-iteration "
+                              f"N (available: {_available(run_dir) or 'none'}).")
+    with open(latest, encoding="utf-8") as f:
+        tag = f.read().strip()
+    if not (tag.isdigit() or tag == RELEASE):
+        raise CheckpointError(f"{latest} contains {tag!r}, expected an iteration number or 'release'; "
+                              "fix the file or pass --load-iteration N.")
+    return tag
+
+
+def read_model_config(iteration_dir: str) -> dict[str, Any]:
+    """model_config.json of an iteration folder (its own copy, else the run folder's); {} if none."""
+    for folder in (iteration_dir, os.path.dirname(iteration_dir)):
+        path = os.path.join(folder, MODEL_CONFIG)
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from the run that "
+                                      "wrote the checkpoint.") from e
+    return {}
+
+
+# ---------------------------------------------------------------- weights
+def read_weights(iteration_dir: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, tied aliases) from an iteration folder; safetensors tensors are mmapped, not copied."""
+    index = os.path.join(iteration_dir, WEIGHTS_INDEX)
+    single = os.path.join(iteration_dir, WEIGHTS)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index} is unreadable ({e}); re-save the checkpoint.") from e
+        state: dict[str, torch.Tensor] = {}
+        tied: dict[str, str] = {}
+        for name in files:
+            part, part_tied = read_safetensors(os.path.join(iteration_dir, name))
+            state.update(part)
+            tied.update(part_tied)
+        return state, tied
+    if os.path.isfile(single):
+        return read_safetensors(single)
+    legacy = os.path.join(iteration_dir, LEGACY_WEIGHTS)
+    if os.path.isfile(legacy):
+        return read_legacy_pt(legacy), {}
+    raise CheckpointError(f"No weights in {iteration_dir}: expected {WEIGHTS}, {WEIGHTS_INDEX} or "
+                          f"{LEGACY_WEIGHTS}; pass a checkpoint folder written by sat_accel or SAT.")
+
+
+def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (mmapped) and the tied-alias map of one safetensors file; corrupt files name the file."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"Weights file {path} is truncated or corrupt ({e}); load an earlier "
+                              "iteration with --load-iteration N or re-save it.") from e
+    return state, json.loads(meta.get(TIED_METADATA_KEY, "{}"))
+
+
+def read_legacy_pt(path: str) -> dict[str, torch.Tensor]:
+    """The `module` dict of a SAT `mp_rank_00_model_states.pt`, unpickled with weights_only=True."""
+    try:
+        with torch.serialization.safe_globals(_LEGACY_SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # UnpicklingError for foreign globals, RuntimeError/EOFError for damage
+        raise CheckpointError(f"Cannot read legacy checkpoint {path} safely ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}); it must be an intact SAT checkpoint holding "
+                              "only tensors and plain data.") from e
+    module = obj.get("module") if isinstance(obj, dict) else None
+    if not isinstance(module, dict):
+        raise CheckpointError(f"Legacy checkpoint {path} has no `module` state dict; it is not a SAT "
+                              "model checkpoint.")
+    return module
+
+
+# ---------------------------------------------------------------- state dict -> model
+def tied_names(model: torch.nn.Module) -> dict[str, str]:
+    """alias -> first name, for parameters/buffers that are the same object under several names."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    for name, tensor in named:
+        if id(tensor) in first:
+            aliases[name] = first[id(tensor)]
+        else:
+            first[id(tensor)] = name
+    return aliases
+
+
+def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, prefix: str = "",
+                     tied: dict[str, str] | None = None, source: str = "checkpoint"):
+    """Filter by prefix and fill tied aliases (`tied` = file's and model's alias maps) -> (state, missing,
+    unexpected); shape mismatches raise, naming every key and both shapes."""
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"No weight in {source} starts with prefix {prefix!r}; check the prefix "
+                                  "(e.g. 'encoder.') against the checkpoint's key names.")
+    else:
+        state = dict(state)
+    expected = model.state_dict()
+    for alias, kept in (tied or {}).items():
+        if alias not in state and kept in state:
+            state[alias] = state[kept]
+        elif kept not in state and alias in state:
+            state[kept] = state[alias]
+    bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+           for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(f"{source} does not fit this model ({len(bad)} shape mismatches: "
+                              f"{'; '.join(bad[:10])}); load a checkpoint of the same architecture or fix "
+                              "model_config.json.")
+    missing = [k for k in expected if k not in state]
+    unexpected = sorted(k for k in state if k not in expected)
+    return state, missing, unexpected
+
+
+def _mixins_to_reinit(missing: list[str], mode: str, source: str) -> list[str]:
+    """SAT's rule: in finetune mode only mixin (or cross-attention) weights may be absent."""
+    if not missing:
+        return []
+    allowed = mode == "finetune" and all(k.startswith("mixins.") or "cross_attention" in k for k in missing)
+    if not allowed:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise CheckpointError(f"{source} lacks {len(missing)} weights the model needs ({shown}) in mode "
+                              f"{mode!r}; use mode 'finetune' when they belong to new mixins, otherwise load "
+                              "a checkpoint that matches the model.")
+    return sorted({k.split(".")[1] for k in missing if k.startswith("mixins.")})
+
+
+def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, mode: str = "inference",
+                         prefix: str = "", tied: dict[str, str] | None = None, assign: bool = False,
+                         source: str = "checkpoint") -> list[str]:
+    """Apply SPEC §3.2 key rules and load; returns the mixins that were re-initialised (finetune)."""
+    ties = tied_names(model)
+    state, missing, unexpected = match_state_dict(model, state, prefix=prefix, tied={**(tied or {}), **ties},
+                                                  source=source)
+    if unexpected:
+        logger.warning("Ignoring %d weights of %s that the model does not have: %s", len(unexpected), source,
+                       ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
+    reinit = _mixins_to_reinit(missing, mode, source)
+    expected = model.state_dict()
+    state = {k: _cast(v, expected[k].dtype) for k, v in state.items() if k in expected}
+    model.load_state_dict(state, strict=False, assign=assign)
+    if assign:  # assign gives every name its own Parameter: point aliases back at one object
+        for alias, kept in ties.items():
+            owner, _, attr = alias.rpartition(".")
+            setattr(model.get_submodule(owner), attr, _get(model, kept))
+    for name in reinit:
+        mixin = model.mixins[name]  # type: ignore[index]
+        if hasattr(mixin, "reinit"):
+            mixin.reinit(model)
+        logger.info("Mixin %r was not in %s: re-initialised for finetuning.", name, source)
+    return reinit
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype) if tensor.dtype != dtype and tensor.is_floating_point() else tensor
+
+
+def _get(model: torch.nn.Module, name: str) -> torch.Tensor:
+    owner, _, attr = name.rpartition(".")
+    return getattr(model.get_submodule(owner), attr)
+
+
+# ---------------------------------------------------------------- from_pretrained
+_OPTIONS = ("home_path", "url", "prefix", "build_only", "overwrite_args", "specific_iteration",
+            "load_iteration", "sha256", "use_node_group")
+
+
+def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[torch.nn.Module, argparse.Namespace]:
+    """Build `model_cls` (None: the class named in model_config.json) and load a checkpoint -> (model, args).
+
+    Accepts `(args, name)` and `(name, args=None)`; options home_path, url, sha256, prefix, build_only,
+    overwrite_args, specific_iteration/load_iteration; other keywords go to the model constructor."""
+    from ..hub import resolve_model_folder  # hub converts HF folders with the checkpoint writer
+
+    name, user_args, opts = _parse_call(args, kwargs)
+    folder = resolve_model_folder(name, home_path=opts.get("home_path"), url=opts.get("url"),
+                                  sha256=opts.get("sha256"))
+    iteration = opts.get("specific_iteration", opts.get("load_iteration",
+                                                        getattr(user_args, "load_iteration", None)))
+    iteration_dir, _ = resolve_load_dir(folder, iteration)
+    config = read_model_config(iteration_dir)
+    model_cls = _pick_class(model_cls, config, iteration_dir)
+    merged = _merge_args(model_cls, user_args, config, opts.get("overwrite_args") or {}, folder)
+    mode = getattr(merged, "mode", None) or "inference"
+    if opts.get("build_only"):
+        model = _construct(model_cls, merged, kwargs)
+    else:
+        model = _build_and_load(model_cls, merged, kwargs, iteration_dir, mode, opts.get("prefix", ""))
+    if mode == "inference":
+        model.eval()
+    device = getattr(merged, "device", None)
+    if device not in (None, "cpu"):
+        model.to(device)
+    return model, merged
+
+
+def _parse_call(positional: tuple, kwargs: dict) -> tuple[str, argparse.Namespace | None, dict]:
+    """Tell SAT's two call orders apart by type: a Namespace is args, a str/path is the name."""
+    name, args = kwargs.pop("name", None), kwargs.pop("args", None)
+    if len(positional) > 2:
+        raise TypeError(f"from_pretrained takes (name, args) or (args, name), got {len(positional)} positionals")
+    for value in positional:
+        if isinstance(value, argparse.Namespace):
+            args = value
+        elif isinstance(value, (str, os.PathLike)):
+            name = os.fspath(value)
+        elif value is not None:
+            raise TypeError(f"from_pretrained got {type(value).__name__} where a model name or an "
+                            "argparse.Namespace belongs; call from_pretrained(name, args) or (args, name).")
+    if not name:
+        raise CheckpointError("from_pretrained needs a model name or folder, e.g. "
+                              "from_pretrained('bert-base-uncased', args).")
+    return name, args, {k: kwargs.pop(k) for k in _OPTIONS if k in kwargs}
+
+
+def _pick_class(model_cls: type | None, config: dict, where: str) -> type:
+    if model_cls is not None:
+        return model_cls
+    from .registry import get_model_class, registered_models
+
+    class_name = config.get("model_class")
+    known = sorted(registered_models())
+    if not class_name:
+        raise CheckpointError(f"{where} has no model_config.json with a model_class, so AutoModel cannot "
+                              "pick a class; call <YourModel>.from_pretrained instead.")
+    if class_name not in known:
+        raise CheckpointError(f"model_config.json of {where} names model_class {class_name!r}, which is not "
+                              f"registered (registered: {', '.join(known) or 'none'}); import the module that "
+                              "defines it before calling AutoModel.from_pretrained.")
+    return get_model_class(class_name)
+
+
+def _merge_args(model_cls: type, user_args: argparse.Namespace | None, config: dict, overwrite: dict,
+                folder: str) -> argparse.Namespace:
+    """Model defaults < caller's args < model_config.json < overwrite_args, as a NEW Namespace."""
+    defaults = vars(model_cls.get_args()) if hasattr(model_cls, "get_args") else {}
+    given = vars(user_args) if user_args is not None else {}
+    config = {k: os.path.join(folder, v) if k.endswith("_path") and isinstance(v, str) and not os.path.isabs(v)
+              else v for k, v in config.items()}
+    replaced = sorted(k for k in config if k in given and given[k] != config[k] and k != "model_class")
+    if replaced:
+        logger.info("model_config.json of %s sets %s (your values are replaced; use overwrite_args to "
+                    "change them).", folder, ", ".join(f"{k}={config[k]!r}" for k in replaced))
+    return argparse.Namespace(**{**defaults, **given, **config, **overwrite})
+
+
+def _construct(model_cls: type, args: argparse.Namespace, kwargs: dict, skip_init: bool | None = None):
+    if skip_init is not None:
+        args = argparse.Namespace(**{**vars(args), "skip_init": skip_init})
+    kwargs = dict(kwargs)
+    if "params_dtype" not in kwargs and (getattr(args, "fp16", False) or getattr(args, "bf16", False)):
+        kwargs["params_dtype"] = torch.float16 if getattr(args, "fp16", False) else torch.bfloat16
+    return model_cls(args, **kwargs)
+
+
+def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, iteration_dir: str, mode: str,
+                    prefix: str) -> torch.nn.Module:
+    """Meta-device build + assign from the mmap when every weight is in the checkpoint; else a real build."""
+    state, tied = read_weights(iteration_dir)
+    try:
+        with torch.device("meta"):
+            model = _construct(model_cls, args, kwargs, skip_init=True)
+    except Exception as e:  # a model that cannot be built on meta still loads, only slower
+        logger.debug("Meta-device build of %s failed (%s); building on CPU.", model_cls.__name__, e)
+        model, missing = None, None
+    else:
+        _, missing, _ = match_state_dict(model, state, prefix=prefix, tied={**tied, **tied_names(model)},
+                                         source=iteration_dir)
+        if not missing:
+            load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, assign=True,
+                                 source=iteration_dir)
+            if not _has_meta_tensors(model):
+                return model
+            logger.debug("%s keeps tensors outside its state dict; building on CPU.", model_cls.__name__)
+    # Skip the random init only when the checkpoint overwrites every weight anyway.
+    model = _construct(model_cls, args, kwargs, skip_init=True if missing == [] else None)
+    load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, source=iteration_dir)
+    return model
+
+
+def _has_meta_tensors(model: torch.nn.Module) -> bool:
+    """Non-persistent buffers or plain tensor attributes made under the meta device have no values."""
+    for module in model.modules():
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False),
+                   *(v for v in vars(module).values() if isinstance(v, torch.Tensor))]
+        if any(t.is_meta for t in tensors):
+            return True
+    return False

@@ -1,0 +1,83 @@
+"""Mixins: small modules that add parameters under ``mixins.<name>.`` and override named hooks.
+
+A mixin defines methods named like hooks (``final_forward``, ``attention_fn``, ...). When it is
+added to a model, ``BaseModel.collect_hooks_`` resolves them:
+
+* plain hook: it becomes the hook; a second mixin claiming the same hook is an error,
+  unless the first one is marked ``@BaseMixin.replacable`` (then the later one replaces it);
+* ``@BaseMixin.non_conflict`` hook: it wraps whatever was there before and receives it as
+  ``old_impl`` (so several such mixins stack, e.g. prefix tuning on top of a custom attention).
+
+Inside a hook, ``self.transformer`` is the model's BaseTransformer (set by ``add_mixin``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def non_conflict(func: Callable) -> Callable:
+    """Mark a mixin hook as a wrapper: it gets the previous implementation as ``old_impl``."""
+    func.non_conflict = True
+    return func
+
+
+def replacable(func: Callable) -> Callable:
+    """Mark a hook as replaceable by a mixin added after it (with a logged warning)."""
+    func.replacable = True
+    return func
+
+
+class BaseMixin(torch.nn.Module):
+    """Base class of every mixin; subclasses define parameters and hook methods."""
+
+    non_conflict = staticmethod(non_conflict)
+    replacable = staticmethod(replacable)
+
+    def reinit(self, parent_model: torch.nn.Module | None = None) -> None:
+        """(Re)initialise this mixin's parameters.
+
+        Called by ``add_mixin(..., reinit=True)`` and by the loader for mixins whose weights the
+        checkpoint lacks (finetune mode). The default resets every submodule that has
+        ``reset_parameters`` (Linear, Embedding, LayerNorm); override for a custom init.
+        ``parent_model`` gives access to the model and its other mixins.
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
+class MLPHeadMixin(BaseMixin):
+    """Replaces ``final_forward`` with an MLP over every position: ``[b, s, h] -> [b, s, sizes[-1]]``.
+
+    ``MLPHeadMixin(hidden, 2048, 1)`` = Linear(h, 2048) -> activation -> Linear(2048, 1), weights
+    drawn from N(init_mean, init_std) and zero biases (SAT's finetune head).
+    """
+
+    def __init__(self, hidden_size: int, *output_sizes: int, bias: bool = True,
+                 activation_func: Callable = F.relu, init_mean: float = 0.0, init_std: float = 0.005):
+        super().__init__()
+        self.activation_func = activation_func
+        self.init_mean, self.init_std = init_mean, init_std
+        sizes = (hidden_size, *output_sizes)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Linear(n_in, n_out, bias=bias) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.reinit()
+
+    def reinit(self, parent_model: torch.nn.Module | None = None) -> None:
+        """Weights ~ N(init_mean, init_std), biases 0."""
+        for layer in self.layers:
+            torch.nn.init.normal_(layer.weight, mean=self.init_mean, std=self.init_std)
+            if layer.bias is not None:
+                torch.nn.init.zeros_(layer.bias)
+
+    def final_forward(self, logits: torch.Tensor, **kw_args) -> torch.Tensor:
+        """Apply the MLP to the final hidden states (all positions)."""
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                logits = self.activation_func(logits)
+            logits = layer(logits)
+        return logits

@@ -1,0 +1,256 @@
+"""The training loop and evaluation: small functions over one explicit `Run` object.
+
+One iteration = `gradient_accumulation_steps` forward_step calls (one micro-batch each) + one optimizer
+step. Losses and metrics stay on the device and are reduced across ranks only when a line is logged;
+the only per-iteration host sync is one small all-reduce of flags (non-finite loss, stop request).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .hooks import CountingIterator, ScalarAverager, call_forward_step
+from .logging import RunReporter, eval_log_line, train_log_line
+from .timers import Timers
+from ..errors import SatAccelError
+
+
+@dataclass
+class Hooks:
+    forward_step: Callable
+    forward_step_eval: Callable
+    handle_metrics: Callable | None = None
+
+
+@dataclass
+class Progress:
+    """Counters that make a run resumable: iteration and micro-batches consumed per split."""
+    iteration: int = 0
+    consumed: dict[str, int] = field(default_factory=lambda: {"train": 0, "valid": 0})
+    skipped_iters: int = 0
+    consecutive_skips: int = 0
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "consumed": dict(self.consumed), "skipped_iters": self.skipped_iters}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        self.consumed.update({k: int(v) for k, v in state.get("consumed", {}).items()})
+        self.skipped_iters = int(state.get("skipped_iters", 0))
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built by training_main."""
+    args: argparse.Namespace
+    accelerator: Any
+    model: torch.nn.Module
+    optimizer: Any
+    lr_scheduler: Any
+    hooks: Hooks
+    timers: Timers
+    reporter: RunReporter
+    loaders: dict[str, Any]
+    progress: Progress = field(default_factory=Progress)
+    stop_signal: Any = None          # object with `.requested` (set by a SIGTERM/SIGINT handler)
+    save_fn: Callable[["Run"], None] | None = None
+    iterators: dict[str, CountingIterator] = field(default_factory=dict)
+    last_saved: int = -1
+    started: float = field(default_factory=time.time)
+    stop_reason: str | None = None   # set when the ranks agreed to stop (signal / time limit)
+
+
+def data_iterator(run: Run, split: str) -> CountingIterator:
+    """A persistent iterator for an infinite split, started at the consumed position (exact resume)."""
+    if split not in run.iterators:
+        loader = run.loaders[split]
+        consumed = run.progress.consumed.get(split, 0)
+        set_position = getattr(loader.batch_sampler, "set_consumed_samples", None)
+        if set_position is not None:
+            set_position(consumed * loader.batch_sampler.global_batch_size)
+        run.iterators[split] = CountingIterator(iter(loader), run.accelerator.device, start_count=consumed)
+    return run.iterators[split]
+
+
+def train_step(run: Run, iterator: CountingIterator, averager: ScalarAverager) -> bool:
+    """One optimizer step over GA micro-batches. Returns False when it was skipped (non-finite loss)."""
+    acc, args = run.accelerator, run.args
+    local_loss = torch.zeros((), device=acc.device)
+    finite = True
+    step_metrics: dict[str, torch.Tensor] = {}
+    for _ in range(args.gradient_accumulation_steps):
+        with acc.accumulate(run.model):
+            run.timers("forward").start()
+            loss, metrics = call_forward_step(run.hooks.forward_step, iterator, run.model, args, run.timers, True)
+            run.timers("forward").stop()
+            run.timers("backward").start()
+            acc.backward(loss)
+            run.timers("backward").stop()
+            local_loss += loss.detach().float()
+            for name, value in metrics.items():
+                if "eval" not in name:
+                    step_metrics.setdefault(name, []).append(value.detach())
+            if acc.sync_gradients:
+                run.timers("optimizer").start()
+                finite = agree_on_flags(run, local_loss)
+                if finite:
+                    if args.gradient_clipping > 0:
+                        acc.clip_grad_norm_(run.model.parameters(), args.gradient_clipping)
+                    run.optimizer.step()
+                run.optimizer.zero_grad(set_to_none=True)
+                run.timers("optimizer").stop()
+    if not finite:
+        return False
+    if not getattr(run.optimizer, "step_was_skipped", False):
+        run.lr_scheduler.step()
+    averager.add("loss", local_loss / args.gradient_accumulation_steps)
+    for name, values in step_metrics.items():
+        for value in values:
+            averager.add(name, value)
+    return True
+
+
+def agree_on_flags(run: Run, local_loss: torch.Tensor) -> bool:
+    """One all-reduce per iteration: is the loss finite on every rank, and does any rank want to stop
+    (SIGTERM/SIGINT, or --exit-duration-in-mins passed on its clock)? All ranks then act alike."""
+    signal = float(run.stop_signal is not None and run.stop_signal.requested)
+    limit = run.args.exit_duration_in_mins
+    out_of_time = float(limit is not None and (time.time() - run.started) / 60.0 >= limit)
+    local = torch.tensor([0.0, signal, out_of_time], device=local_loss.device)
+    local[0] = (~torch.isfinite(local_loss)).float()
+    flags = run.accelerator.reduce(local, reduction="sum").cpu().tolist()
+    if flags[1] > 0:
+        run.stop_reason = "signal"
+    elif flags[2] > 0:
+        run.stop_reason = "exit-duration-in-mins"
+    return flags[0] == 0
+
+
+def train(run: Run) -> str | None:
+    """Loop until --train-iters. Returns why it stopped early ('exit-interval', 'signal', ...) or None."""
+    args, progress = run.args, run.progress
+    iterator = data_iterator(run, "train")
+    averager = ScalarAverager(run.accelerator.device)
+    run.model.train()
+    run.reporter.start_progress(progress.iteration, args.train_iters)
+    run.started = interval_start = time.time()
+    tokens_start = iterator.tokens
+    while progress.iteration < args.train_iters:
+        completed = train_step(run, iterator, averager)
+        progress.iteration += 1
+        progress.consumed["train"] = iterator.count
+        count_skip(run, completed)
+        run.reporter.advance()
+        if progress.iteration % args.log_interval == 0:
+            log_training(run, averager, time.time() - interval_start, iterator.tokens - tokens_start)
+            interval_start, tokens_start = time.time(), iterator.tokens
+        if args.save and progress.iteration % args.save_interval == 0:
+            save(run)
+        if args.eval_interval and progress.iteration % args.eval_interval == 0 and run.loaders.get("valid"):
+            evaluate_and_report(run, "valid", f"iteration {progress.iteration}")
+        reason = exit_reason(run)
+        if reason:
+            if args.save:
+                save(run)
+            run.reporter.message(f"stopping at iteration {progress.iteration}: {reason}")
+            return reason
+    return None
+
+
+def count_skip(run: Run, completed: bool) -> None:
+    progress = run.progress
+    if completed:
+        progress.consecutive_skips = 0
+        return
+    progress.skipped_iters += 1
+    progress.consecutive_skips += 1
+    run.reporter.message(f"iteration {progress.iteration}: non-finite loss on some rank, skipped backward "
+                         "and optimizer step on every rank")
+    if progress.consecutive_skips >= run.args.max_skipped_iters:
+        raise SatAccelError(f"{progress.consecutive_skips} consecutive iterations had a NaN/Inf loss; stopping. "
+                            "Lower --lr, check the data, or use --bf16 instead of --fp16.")
+
+
+def exit_reason(run: Run) -> str | None:
+    """SIGTERM/SIGINT or --exit-duration-in-mins (agreed in agree_on_flags), or --exit-interval
+    (absolute iteration, as SAT)."""
+    args, it = run.args, run.progress.iteration
+    if run.stop_reason:
+        return run.stop_reason
+    if args.exit_interval and it % args.exit_interval == 0 and it < args.train_iters:
+        return "exit-interval"
+    return None
+
+
+def save(run: Run) -> None:
+    if run.save_fn is not None and run.last_saved != run.progress.iteration:
+        run.timers("checkpoint").start()
+        run.save_fn(run)
+        run.timers("checkpoint").stop()
+        run.last_saved = run.progress.iteration
+
+
+def log_training(run: Run, averager: ScalarAverager, elapsed_s: float, tokens: int) -> None:
+    args, acc = run.args, run.accelerator
+    values = averager.reduce(acc)
+    loss = values.pop("loss", float("nan"))
+    n = args.log_interval
+    samples_per_s = n * args.gradient_accumulation_steps * args.batch_size * args.world_size / max(elapsed_s, 1e-9)
+    tokens_per_s = tokens * args.world_size / max(elapsed_s, 1e-9) if tokens else None
+    lr = run.optimizer.param_groups[0]["lr"]
+    scaler = getattr(acc, "scaler", None)
+    loss_scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
+    run.reporter.message(train_log_line(run.progress.iteration, args.train_iters, elapsed_s * 1000 / n, lr, loss,
+                                        values, loss_scale, samples_per_s, tokens_per_s, run.progress.skipped_iters))
+    timers_line = run.timers.log_string(normalizer=n)
+    if timers_line:
+        run.reporter.message(timers_line)
+    record = {"loss": loss, "lr": lr, **values, "samples_per_s": samples_per_s}
+    if tokens_per_s:
+        record["tokens_per_s"] = tokens_per_s
+    if run.progress.skipped_iters:
+        record["skipped_iters"] = run.progress.skipped_iters
+    run.reporter.record("train", run.progress.iteration, record)
+
+
+def evaluate_and_report(run: Run, split: str, prefix: str) -> dict[str, float]:
+    """Evaluate a split, log SAT's validation line and record it; returns {"loss": ..., metrics...}."""
+    loss, metrics = evaluate(run, split)
+    run.reporter.message("-" * 100)
+    run.reporter.message(eval_log_line(prefix, loss, metrics))
+    run.reporter.message("-" * 100)
+    values = {"loss": loss, "ppl": math.exp(min(20.0, loss)), **metrics}
+    run.reporter.record(split, run.progress.iteration, values)
+    return values
+
+
+def evaluate(run: Run, split: str) -> tuple[float, dict[str, float]]:
+    """Loss averaged over every rank's examples; scalar metrics weighted by examples, or whatever
+    handle_metrics_function returns from everything gathered. Strict mode sees each example once."""
+    from .gather import EvalCollector
+
+    args, loader = run.args, run.loaders[split]
+    strict = bool(args.strict_eval)
+    if strict:
+        iterator = CountingIterator(iter(loader), run.accelerator.device)
+        steps = len(loader)
+    else:
+        iterator = data_iterator(run, split)
+        steps = args.eval_iters
+    collector = EvalCollector(run.accelerator, args.eval_batch_size)
+    was_training = run.model.training
+    run.model.eval()
+    with torch.no_grad():
+        for step in range(steps):
+            loss, metrics = call_forward_step(run.hooks.forward_step_eval, iterator, run.model, args, run.timers, False)
+            real = loader.batch_sampler.real_size(step) if strict else args.eval_batch_size
+            collector.add(loss, metrics, real)
+    if not strict:
+        run.progress.consumed[split] = iterator.count
+    run.model.train(was_training)
+    return collector.finish(run.hooks.handle_metrics)

@@ -1,0 +1,167 @@
+"""training_main: SAT's entry point, as a sequence of named steps (SPEC §1.2)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from datetime import datetime
+from typing import Any, Callable
+
+import torch
+from accelerate.utils import broadcast_object_list
+
+from ..arguments import set_random_seed
+from ..errors import ConfigError
+from . import checkpoint
+from .accelerator import build_accelerator
+from .logging import RunReporter, configure_console_logging
+from .loop import Hooks, Run, evaluate_and_report, save, train
+from .optim import build_lr_scheduler, build_optimizer
+from .timers import Timers
+
+logger = logging.getLogger(__name__)
+
+
+def training_main(args: argparse.Namespace, model_cls: Any, forward_step_function: Callable,
+                  create_dataset_function: Callable, handle_metrics_function: Callable | None = None,
+                  init_function: Callable | None = None, collate_fn: Callable | None = None,
+                  forward_step_eval: Callable | None = None) -> torch.nn.Module:
+    """Train `model_cls` (a class, an nn.Module, or the (model, args) pair from from_pretrained) with the
+    user's forward_step on the datasets from create_dataset_function. Returns the unwrapped model."""
+    from ..data.loaders import make_loaders
+
+    configure_console_logging()
+    accelerator = build_accelerator(args)
+    args.experiment_name = shared_experiment_name(args)
+    train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn)
+    model = instantiate_model(model_cls, args)
+    model.to(accelerator.device)
+    load_dir = load_weights(model, args)
+    if init_function is not None:
+        init_function(args, model)
+    hooks = Hooks(forward_step_function, forward_step_eval or forward_step_function, handle_metrics_function)
+    reporter = RunReporter(args, accelerator.is_main_process)
+    run = Run(args, accelerator, model, None, None, hooks, Timers(), reporter,
+              {"train": train_loader, "valid": valid_loader, "test": test_loader})
+    try:
+        stopped = train_if_asked(run, load_dir)
+        if run.optimizer is None:
+            run.model = accelerator.prepare_model(model, evaluation_mode=True)
+        if stopped is None and test_loader is not None:
+            evaluate_and_report(run, "test", "the end of training for test data")
+    finally:
+        reporter.close()
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(run.model)
+
+
+def shared_experiment_name(args: argparse.Namespace) -> str:
+    """`<experiment-name>-%m-%d-%H-%M` chosen on the main process and shared; a pretrain resume keeps the
+    loaded run's name."""
+    if args.load and args.mode == "pretrain":
+        run_dir, _ = checkpoint.resolve_load_dir(args.load, args.load_iteration)
+        return os.path.basename(os.path.normpath(os.path.dirname(run_dir)))
+    name = [f"{args.experiment_name}-{datetime.now().strftime('%m-%d-%H-%M')}"]
+    return broadcast_object_list(name)[0]
+
+
+def instantiate_model(model_cls: Any, args: argparse.Namespace) -> torch.nn.Module:
+    """A class is built with model_cls(args); an nn.Module or a (model, args) pair is used as is."""
+    if isinstance(model_cls, tuple) and len(model_cls) == 2 and isinstance(model_cls[0], torch.nn.Module):
+        return model_cls[0]
+    if isinstance(model_cls, torch.nn.Module):
+        return model_cls
+    if isinstance(model_cls, type) and issubclass(model_cls, torch.nn.Module):
+        return model_cls(args)
+    raise ConfigError(f"training_main needs a model class, an nn.Module or the (model, args) pair from "
+                      f"from_pretrained as model_cls, got {type(model_cls).__name__}.")
+
+
+def load_weights(model: torch.nn.Module, args: argparse.Namespace) -> str | None:
+    """--load: weights into the plain model before it is wrapped; returns the iteration folder."""
+    if not args.load:
+        return None
+    iteration_dir, _ = checkpoint.resolve_load_dir(args.load, args.load_iteration)
+    checkpoint.load_model_weights(model, iteration_dir, args.mode)
+    if args.mode == "inference":
+        model.eval()
+    return iteration_dir
+
+
+def train_if_asked(run: Run, load_dir: str | None) -> str | None:
+    """Optimizer, schedule, wrapping, resume, then the loop and the final save. Returns the early-stop
+    reason, if any."""
+    args, accelerator = run.args, run.accelerator
+    if not args.train_iters or args.mode == "inference" or run.loaders["train"] is None:
+        return None
+    model = run.model
+    if hasattr(model, "disable_untrainable_params"):
+        model.disable_untrainable_params()
+    optimizer = build_optimizer(model, args)
+    run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    run.lr_scheduler = build_lr_scheduler(run.optimizer, args)
+    restored_rng = load_dir is not None and args.mode == "pretrain" and resume(run, load_dir)
+    if not restored_rng:
+        set_random_seed(args.seed)
+    run.save_fn = save_checkpoint if args.save else None
+    run.reporter.message(("Continuing" if run.progress.iteration else "Starting") +
+                         f" {'finetuning' if args.mode == 'finetune' else 'training'} {args.experiment_name} "
+                         f"at iteration {run.progress.iteration} of {args.train_iters}")
+    with stop_on_signals() as stop_signal:
+        run.stop_signal = stop_signal
+        stopped = train(run)
+    if stopped is None and args.save and run.progress.iteration > 0:
+        save(run)
+    return stopped
+
+
+def resume(run: Run, load_dir: str) -> bool:
+    """Full training state (RNG included) when the checkpoint has it; else SAT's weights-only resume with a
+    re-warmup. Returns whether the RNG state was restored."""
+    state = checkpoint.load_training_state(run.accelerator, load_dir, run.optimizer, run.lr_scheduler)
+    if state is not None:
+        run.progress.load_state_dict(state)
+        return True
+    iteration = int(os.path.basename(os.path.normpath(load_dir)))
+    run.progress.iteration = run.lr_scheduler.last_step = iteration
+    run.lr_scheduler.start_rewarmup(100)
+    run.reporter.message(f"no optimizer state in {load_dir}: continuing at iteration {iteration} with a fresh "
+                         "optimizer and a 100-iteration lr re-warmup")
+    return False
+
+
+def save_checkpoint(run: Run) -> None:
+    state = {**run.progress.state_dict(), "experiment_name": run.args.experiment_name}
+    run_dir = os.path.join(run.args.save, run.args.experiment_name)
+    checkpoint.save_checkpoint(run.accelerator, run_dir, run.progress.iteration, run.model, run.optimizer,
+                               run.lr_scheduler, state, run.args)
+
+
+class _StopSignal:
+    requested = False
+
+
+class stop_on_signals:
+    """SIGTERM / SIGINT set a flag; the loop agrees on it across ranks, saves and stops at an iteration end.
+    A second signal raises KeyboardInterrupt as usual."""
+
+    def __enter__(self) -> _StopSignal:
+        self.flag = _StopSignal()
+        self.previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self.flag
+
+    def _handle(self, signum, frame) -> None:
+        if self.flag.requested:
+            raise KeyboardInterrupt
+        self.flag.requested = True
+        logger.warning("Received %s: saving and stopping at the end of this iteration.", signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,75 @@
+"""SAT-style named timers: `timers("forward").start(); ...; timers("forward").stop()`."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """Accumulates wall time between start() and stop() calls until reset."""
+
+    def __init__(self, name: str, synchronize: bool = True):
+        self.name = name
+        self.synchronize = synchronize
+        self.elapsed_s = 0.0
+        self.started = False
+        self._start = 0.0
+
+    def start(self) -> None:
+        if self.started:
+            raise RuntimeError(f"timer {self.name!r} was started twice; call stop() first.")
+        if self.synchronize:
+            _synchronize()
+        self._start = time.perf_counter()
+        self.started = True
+
+    def stop(self) -> None:
+        if not self.started:
+            raise RuntimeError(f"timer {self.name!r} was stopped without being started.")
+        if self.synchronize:
+            _synchronize()
+        self.elapsed_s += time.perf_counter() - self._start
+        self.started = False
+
+    def reset(self) -> None:
+        self.elapsed_s = 0.0
+        self.started = False
+
+    def elapsed(self, reset: bool = True) -> float:
+        """Seconds accumulated so far (a running timer is included and keeps running)."""
+        was_started = self.started
+        if was_started:
+            self.stop()
+        value = self.elapsed_s
+        if reset:
+            self.reset()
+        if was_started:
+            self.start()
+        return value
+
+
+class Timers:
+    """Lazily created named timers, logged together with the training log line."""
+
+    def __init__(self, synchronize: bool = True):
+        self.timers: dict[str, Timer] = {}
+        self.synchronize = synchronize
+
+    def __call__(self, name: str) -> Timer:
+        if name not in self.timers:
+            self.timers[name] = Timer(name, self.synchronize)
+        return self.timers[name]
+
+    def summary(self, normalizer: float = 1.0, reset: bool = True) -> dict[str, float]:
+        """Milliseconds per `normalizer` for every timer that has run, e.g. per iteration."""
+        return {name: timer.elapsed(reset=reset) * 1000.0 / normalizer for name, timer in self.timers.items()}
+
+    def log_string(self, normalizer: float = 1.0, reset: bool = True) -> str:
+        parts = [f"{name}: {ms:.2f}" for name, ms in self.summary(normalizer, reset).items()]
+        return "time (ms) | " + " | ".join(parts) if parts else ""

@@ -1,0 +1,13 @@
+"""Test-wide settings: never touch the network, and run torch with a fixed thread count so that
+repeated runs and multi-process runs are comparable bit for bit."""
+import os
+
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

@@ -1,0 +1,39 @@
+"""Launched by the multi-process tests: trains the tiny task and writes, on the main process,
+<out>/metrics.jsonl (via --summary-dir) and <out>/final.safetensors. Ends workers with a barrier and
+os._exit(0) because gloo can abort at interpreter exit."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+import tiny_task  # noqa: E402
+from sat_accel import get_args, training_main  # noqa: E402
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    out = argv[argv.index("--out") + 1]
+    argv = argv[: argv.index("--out")] + argv[argv.index("--out") + 2:]
+    model_name = "TinyTransformer"
+    if "--model" in argv:
+        model_name = argv[argv.index("--model") + 1]
+        argv = argv[: argv.index("--model")] + argv[argv.index("--model") + 2:]
+    args = get_args(argv + ["--summary-dir", out, "--experiment-name", "run", "--no-progress"])
+    model = training_main(args, getattr(tiny_task, model_name), tiny_task.forward_step, tiny_task.create_dataset,
+                          forward_step_eval=tiny_task.forward_step_eval)
+    if args.rank == 0:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "final.safetensors"))
+        with open(os.path.join(out, "DONE"), "w") as handle:
+            handle.write(args.experiment_name)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

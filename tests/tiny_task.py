@@ -1,0 +1,80 @@
+"""A tiny, learnable task shared by the training tests and the multi-process scripts.
+
+Examples are (x, y) with y = a fixed random linear map of x plus a class label from its sign, so a
+small MLP or transformer learns it in a few dozen steps. Everything is seeded and local.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class TinyDataset(torch.utils.data.Dataset):
+    def __init__(self, n: int = 256, dim: int = 8, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, dim, generator=gen)
+        weight = torch.randn(dim, generator=gen)
+        self.y = (self.x @ weight > 0).long()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"x": self.x[index], "y": self.y[index]}
+
+
+def create_dataset(path, args):
+    n = int(path.split(":")[1]) if ":" in path else 256
+    return TinyDataset(n=n, seed=0 if "valid" not in path else 1)
+
+
+class TinyModel(torch.nn.Module):
+    """An MLP with a layernorm (so param groups matter); `args` makes it buildable by training_main."""
+
+    def __init__(self, args=None, dim: int = 8, hidden: int = 32):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.LayerNorm(hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TinyTransformer(torch.nn.Module):
+    """Two encoder layers without dropout: attention biases make the equivalence tests honest."""
+
+    def __init__(self, args=None, dim: int = 8, hidden: int = 32):
+        super().__init__()
+        self.inp = torch.nn.Linear(1, hidden)
+        layer = torch.nn.TransformerEncoderLayer(hidden, nhead=4, dim_feedforward=64, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.out = torch.nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        h = self.encoder(self.inp(x.unsqueeze(-1)))
+        return self.out(h.mean(dim=1))
+
+
+def forward_step(data_iterator, model, args, timers):
+    timers("batch generator").start()
+    batch = next(data_iterator)
+    timers("batch generator").stop()
+    logits = model(batch["x"])
+    loss = F.cross_entropy(logits, batch["y"])
+    acc = (logits.argmax(-1) == batch["y"]).float().mean()
+    return loss, {"acc": acc}
+
+
+def forward_step_eval(data_iterator, model, args, timers):
+    batch = next(data_iterator)
+    logits = model(batch["x"])
+    loss = F.cross_entropy(logits, batch["y"])
+    return loss, {"acc": (logits.argmax(-1) == batch["y"]).float().mean(),
+                  "eval_correct": (logits.argmax(-1) == batch["y"]).float(), "eval_count": torch.ones(len(batch["y"]))}
+
+
+def read_metrics(path) -> list[dict]:
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
