@@ -52,20 +52,23 @@ def main():
     p.add_argument("--n-valid", type=int, default=400)
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
+    p.add_argument("--n-buildings", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    train, valid = make_boolq_rows(a.n_train, a.seed), make_boolq_rows(a.n_valid, a.seed + 1_000_003)
+    train = make_boolq_rows(a.n_train, a.seed, a.n_buildings)
+    valid = make_boolq_rows(a.n_valid, a.seed + 1_000_003, a.n_buildings)
     tok = AutoTokenizer.from_pretrained(a.model)
     model = BertForSequenceClassification.from_pretrained(a.model, num_labels=2)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     warmup = 10
     start, step = time.time(), 0
     g = torch.Generator().manual_seed(a.seed)
-    while time.time() - start < a.minutes * 60:
+    while time.time() - start < a.minutes * 60 and not (a.steps and step >= a.steps):
         order = torch.randperm(len(train), generator=g).tolist()
         for i in range(0, len(order) - a.batch_size + 1, a.batch_size):
-            if time.time() - start >= a.minutes * 60:
+            if time.time() - start >= a.minutes * 60 or (a.steps and step >= a.steps):
                 break
             for group in opt.param_groups:
                 group["lr"] = a.lr * min(1.0, (step + 1) / warmup)

@@ -84,22 +84,22 @@ def _ask(rng: random.Random, target: dict, qtype: str, answer: bool) -> str:
     return f"was {subject} built by a {asked}"
 
 
-def make_example(rng: random.Random) -> dict:
+def make_example(rng: random.Random, n_buildings: int = 2) -> dict:
     """One BoolQ-format row: {'question': str, 'passage': str, 'answer': bool}."""
-    kinds = rng.sample(KINDS, 2)
-    places = [f"{n} {t}" for n, t in zip(rng.sample(PLACE_NAMES, 2), rng.sample(PLACE_TYPES, 2))]
+    kinds = rng.sample(KINDS, n_buildings)
+    places = [f"{n} {t}" for n, t in zip(rng.sample(PLACE_NAMES, n_buildings), rng.sample(PLACE_TYPES, n_buildings))]
     buildings = [_building(rng, k, p) for k, p in zip(kinds, places)]
-    asked = rng.randrange(2)
+    asked = rng.randrange(n_buildings)
     answer = rng.random() < 0.5
     question = _ask(rng, buildings[asked], rng.choice(QUESTION_TYPES), answer)
     passage = " ".join(_describe(b, i == 0) for i, b in enumerate(buildings))
     return {"question": question, "passage": passage, "answer": answer}
 
 
-def make_boolq_rows(n: int, seed: int) -> list[dict]:
+def make_boolq_rows(n: int, seed: int, n_buildings: int = 2) -> list[dict]:
     """``n`` rows from a generator seeded with ``seed`` (deterministic)."""
     rng = random.Random(seed)
-    return [make_example(rng) for _ in range(n)]
+    return [make_example(rng, n_buildings) for _ in range(n)]
 
 
 def write_boolq_jsonl(folder: str | Path, n_train: int = 2000, n_valid: int = 400, seed: int = 0) -> dict[str, Path]:

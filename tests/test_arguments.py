@@ -111,3 +111,14 @@ def test_seeding_is_deterministic():
 ])
 def test_parse_split(split, shares):
     assert parse_split(split) == pytest.approx(shares)
+
+
+def test_world_size_mismatch_is_an_error(monkeypatch):
+    from types import SimpleNamespace
+
+    from sat_accel.training.accelerator import check_world_size
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="--multi_gpu --num_processes N"):
+        check_world_size(SimpleNamespace(num_processes=1))
+    check_world_size(SimpleNamespace(num_processes=2))

@@ -73,6 +73,11 @@ def forward_step_eval(data_iterator, model, args, timers):
                   "eval_correct": (logits.argmax(-1) == batch["y"]).float(), "eval_count": torch.ones(len(batch["y"]))}
 
 
+def handle_metrics(metrics: dict) -> dict:
+    """Gathered from every rank: per-example correctness and counts."""
+    return {"acc_all": metrics["eval_correct"].mean(), "n_examples": metrics["eval_count"].sum()}
+
+
 def read_metrics(path) -> list[dict]:
     import json
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import datasets
 from datasets import Dataset, DatasetDict
+from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 
 from sat_accel.errors import DataError, HookError
@@ -278,7 +279,14 @@ def _load_local(path: Path, raw_root: Path) -> Dataset:
         raise DataError(
             f"Unsupported data file {str(path)!r}; use one of {', '.join(sorted(LOCAL_BUILDERS))} or a save_to_disk folder."
         )
-    return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(raw_root))
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(raw_root))
+    except (ValueError, DatasetGenerationError) as exc:
+        if "corresponds to no data" in str(exc):
+            raise DataError(f"Dataset {str(path)!r} has 0 rows; check the file contents.") from exc
+        raise DataError(
+            f"Could not read {str(path)!r} as {builder} ({str(exc).splitlines()[0]}); check the file is valid {builder}."
+        ) from exc
 
 
 def process_rows(raw: Dataset, process_fn: Callable, columns, path: str, work_dir: Optional[Path]) -> Dataset:

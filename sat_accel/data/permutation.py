@@ -29,6 +29,7 @@ _MASK64 = (1 << 64) - 1
 # Odd 64-bit multipliers (golden ratio; a murmur/splitmix-style finaliser constant).
 _M1 = 0x9E3779B97F4A7C15
 _M2 = 0xD6E8FEB86659FD93
+_SCALAR_MAX = 8
 _U_M1 = np.uint64(_M1)
 _U_M2 = np.uint64(_M2)
 
@@ -156,6 +157,9 @@ class Permutation:
             raise IndexError(f"indices must lie in [0, {self.n}), got range [{x.min()}, {x.max()}].")
         if self.n == 1:
             return np.zeros(x.shape, dtype=np.int64)
+        if x.size <= _SCALAR_MAX:  # numpy's per-call overhead dominates for a handful of values
+            flat = [self._walk_scalar(int(v), inverse) for v in x.ravel().tolist()]
+            return np.array(flat, dtype=np.int64).reshape(x.shape)
         step = self._decrypt_vector if inverse else self._encrypt_vector
         n = np.uint64(self.n)
         y = step(x.astype(np.uint64).ravel())

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
+from ..arguments import add_model_config_args
 from ..errors import ConfigError
 from .mixins import BaseMixin
 from .registry import register_model
@@ -22,40 +23,6 @@ logger = logging.getLogger(__name__)
 
 # Options read from args when present (training flags that shape the forward pass, not the weights).
 RUNTIME_DEFAULTS = {"checkpoint_activations": False, "checkpoint_num_layers": 1, "checkpoint_skip_layers": 0}
-
-
-def add_model_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add SAT's model-architecture flags (group 'model', SPEC §5 defaults) to ``parser``."""
-    group = parser.add_argument_group("model", "model architecture")
-    group.add_argument("--num-layers", type=int, default=6, help="number of transformer layers")
-    group.add_argument("--hidden-size", type=int, default=1024, help="hidden size (width of every layer)")
-    group.add_argument("--num-attention-heads", type=int, default=16, help="attention heads per layer")
-    group.add_argument("--vocab-size", type=int, default=100, help="rows of the word-embedding table")
-    group.add_argument("--max-sequence-length", type=int, default=512,
-                       help="rows of the position-embedding table (longest input, in tokens)")
-    group.add_argument("--layernorm-order", default="pre", choices=["pre", "post", "sandwich"],
-                       help="where layernorms sit in a layer (BERT: post)")
-    group.add_argument("--inner-hidden-size", type=int, default=None,
-                       help="MLP inner size (default: 4 x hidden size)")
-    group.add_argument("--hidden-size-per-attention-head", type=int, default=None,
-                       help="head size (default: hidden size / heads)")
-    group.add_argument("--layernorm-epsilon", type=float, default=1e-5, help="layernorm epsilon")
-    group.add_argument("--hidden-dropout", type=float, default=0.1,
-                       help="dropout probability on embeddings, attention output and MLP output")
-    group.add_argument("--attention-dropout", type=float, default=0.1,
-                       help="dropout probability on attention probabilities")
-    group.add_argument("--skip-init", action="store_true",
-                       help="do not initialise weights (they will be loaded from a checkpoint)")
-    return parser
-
-
-def _model_config_args_adder():
-    # The lead's arguments.py owns the CLI; fall back to ours until it exposes the function.
-    try:
-        from .. import arguments
-        return getattr(arguments, "add_model_config_args", add_model_config_args)
-    except ImportError:
-        return add_model_config_args
 
 
 class BaseModel(torch.nn.Module):
@@ -104,8 +71,9 @@ class BaseModel(torch.nn.Module):
             raise ConfigError(f"mixin {name!r} is a {type(new_mixin).__name__}; mixins must subclass BaseMixin.")
         if name in self.mixins:
             raise ConfigError(f"a mixin named {name!r} already exists; del_mixin({name!r}) first or pick another name.")
-        if not name or "." in name:
-            raise ConfigError(f"mixin name {name!r} must be non-empty and contain no '.'.")
+        if not name or "." in name or hasattr(self.mixins, name):
+            raise ConfigError(f"mixin name {name!r} must be non-empty, contain no '.' and not be a "
+                              "torch.nn.ModuleDict attribute (like 'double' or 'train'); pick another name.")
         self.mixins[name] = new_mixin
         object.__setattr__(new_mixin, "transformer", self.transformer)
         try:
@@ -203,7 +171,7 @@ class BaseModel(torch.nn.Module):
     def list_avail_args(cls, print: bool = False) -> argparse.ArgumentParser:  # noqa: A002 (SAT name)
         """Parser with the model-architecture flags plus this class's; ``print=True`` shows its help."""
         parser = argparse.ArgumentParser(prog=cls.__name__, add_help=False)
-        _model_config_args_adder()(parser)
+        add_model_config_args(parser)
         cls.add_model_specific_args(parser)
         if print:
             parser.print_help()

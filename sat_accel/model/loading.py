@@ -45,10 +45,10 @@ def _iteration_of(name: str) -> int:
     return 0 if name == RELEASE else int(name)
 
 
-def _available(run_dir: str) -> list[str]:
+def _available(run_dir: str) -> str:
     names = [n for n in os.listdir(run_dir) if (n.isdigit() or n == RELEASE)
              and is_iteration_dir(os.path.join(run_dir, n))]
-    return sorted(names, key=_iteration_of)
+    return ", ".join(sorted(names, key=_iteration_of)) or "none"
 
 
 def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str, int]:
@@ -73,7 +73,7 @@ def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str,
         folder = os.path.join(path, f".old-{tag}")  # a re-save of this iteration was interrupted mid-swap
     if not is_iteration_dir(folder):
         raise CheckpointError(f"Iteration {tag} of {path} is missing or holds no weights ({folder}); "
-                              f"available iterations: {_available(path) or 'none'} — pass one with "
+                              f"available iterations: {_available(path)} — pass one with "
                               "--load-iteration N.")
     return folder, _iteration_of(tag)
 
@@ -83,7 +83,7 @@ def _read_latest(run_dir: str) -> str:
     if not os.path.isfile(latest):
         raise CheckpointError(f"{run_dir} has no `{LATEST}` file and holds no weights itself; pass the run "
                               "folder written by --save, an iteration folder, or pick one with --load-iteration "
-                              f"N (available: {_available(run_dir) or 'none'}).")
+                              f"N (available: {_available(run_dir)}).")
     with open(latest, encoding="utf-8") as f:
         tag = f.read().strip()
     if not (tag.isdigit() or tag == RELEASE):
@@ -324,15 +324,20 @@ def _pick_class(model_cls: type | None, config: dict, where: str) -> type:
 def _merge_args(model_cls: type, user_args: argparse.Namespace | None, config: dict, overwrite: dict,
                 folder: str) -> argparse.Namespace:
     """Model defaults < caller's args < model_config.json < overwrite_args, as a NEW Namespace."""
-    defaults = vars(model_cls.get_args()) if hasattr(model_cls, "get_args") else {}
-    given = vars(user_args) if user_args is not None else {}
     config = {k: os.path.join(folder, v) if k.endswith("_path") and isinstance(v, str) and not os.path.isabs(v)
-              else v for k, v in config.items()}
+              else v for k, v in config.items()}  # SAT: paths in model_config.json are folder-relative
+    given = vars(user_args) if user_args is not None else {}
     replaced = sorted(k for k in config if k in given and given[k] != config[k] and k != "model_class")
     if replaced:
         logger.info("model_config.json of %s sets %s (your values are replaced; use overwrite_args to "
                     "change them).", folder, ", ".join(f"{k}={config[k]!r}" for k in replaced))
-    return argparse.Namespace(**{**defaults, **given, **config, **overwrite})
+    if hasattr(model_cls, "merge_model_config"):
+        merged = model_cls.merge_model_config(config, user_args)
+    else:
+        merged = argparse.Namespace(**{**given, **config})
+    for key, value in overwrite.items():
+        setattr(merged, key, value)
+    return merged
 
 
 def _construct(model_cls: type, args: argparse.Namespace, kwargs: dict, skip_init: bool | None = None):
@@ -363,8 +368,10 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
             if not _has_meta_tensors(model):
                 return model
             logger.debug("%s keeps tensors outside its state dict; building on CPU.", model_cls.__name__)
-    # Skip the random init only when the checkpoint overwrites every weight anyway.
-    model = _construct(model_cls, args, kwargs, skip_init=True if missing == [] else None)
+    # skip_init leaves only the trunk uninitialised (mixins always initialise), so it is safe whenever
+    # nothing outside `mixins.` is missing; those missing mixins are re-initialised by the loader.
+    trunk_complete = missing is not None and all(k.startswith("mixins.") for k in missing)
+    model = _construct(model_cls, args, kwargs, skip_init=True if trunk_complete else None)
     load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, source=iteration_dir)
     return model
 

@@ -4,7 +4,7 @@ Each eval batch comes with its number of real examples on this rank (`real`, 0..
 strict batch can be short). The loss and scalar metrics are averaged weighted by `real` over all ranks.
 With handle_metrics_function the main process receives every metric from every rank: scalars stacked
 (one per rank and batch that had real examples), per-example tensors (first dim = batch size)
-truncated to `real` and concatenated.
+truncated to `real` and concatenated. A metric is a scalar when it is 0-dimensional.
 """
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ class EvalCollector:
         self.batch_size = batch_size
         self.averager = ScalarAverager(accelerator.device)
         self.local: dict[str, list[torch.Tensor]] = {}
+        self.scalar_names: set[str] = set()
 
     def add(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor], real: int) -> None:
         self.averager.add("loss", loss, float(real))
         for name, value in metrics.items():
             value = value.detach()
-            if value.numel() == 1:
+            if value.dim() == 0:  # by rank, not by size: a 1-example tail batch is still per-example
                 self.averager.add(name, value, float(real))
+                self.scalar_names.add(name)
                 if real > 0:
                     self.local.setdefault(name, []).append(value.reshape(1).float().cpu())
             elif real > 0:
@@ -43,7 +45,7 @@ class EvalCollector:
         """(loss, metrics) identical on every rank."""
         means = self.averager.reduce(self.accelerator)
         loss = means.pop("loss", float("nan"))
-        non_scalar = [n for n, parts in self.local.items() if any(p.numel() != 1 for p in parts)]
+        non_scalar = [n for n in self.local if n not in self.scalar_names]
         if handle_metrics is None:
             if non_scalar:
                 raise HookError(f"forward_step_eval returned non-scalar metrics {non_scalar}; reduce them to "

@@ -23,7 +23,7 @@ def main() -> None:
         argv = argv[: argv.index("--model")] + argv[argv.index("--model") + 2:]
     args = get_args(argv + ["--summary-dir", out, "--experiment-name", "run", "--no-progress"])
     model = training_main(args, getattr(tiny_task, model_name), tiny_task.forward_step, tiny_task.create_dataset,
-                          forward_step_eval=tiny_task.forward_step_eval)
+                          forward_step_eval=tiny_task.forward_step_eval, handle_metrics_function=tiny_task.handle_metrics)
     if args.rank == 0:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "final.safetensors"))
         with open(os.path.join(out, "DONE"), "w") as handle:

@@ -1,0 +1,388 @@
+"""Crash-safe checkpoints (SPEC §3.1, §3.3): safetensors weights, full training state, retention, resume.
+
+A save writes everything into `<run>/.tmp-<iteration>/`, fsyncs it, renames it to `<run>/<iteration>/` and
+only then replaces `latest` (write + fsync + rename). A crash at any moment therefore leaves `latest`
+naming a complete folder. Older folders are removed (`--save-total-limit`) only after that.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..errors import CheckpointError, ConfigError
+from ..model.loading import (LATEST, MODEL_CONFIG, RELEASE, TIED_METADATA_KEY, TRAINING_STATE, WEIGHTS,
+                             WEIGHTS_INDEX, is_iteration_dir, load_state_dict_into, read_weights,
+                             resolve_load_dir)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["full_state_dict", "save_checkpoint", "resolve_load_dir", "load_model_weights",
+           "load_training_state", "write_weights", "save_model_folder", "apply_retention", "parse_size"]
+
+TMP_PREFIX = ".tmp-"  # anything named like this in a run folder is an unfinished save or a deletion
+OPTIMIZER, SCHEDULER, SCALER = "optimizer.pt", "scheduler.pt", "scaler.pt"
+TRAINER_STATE, ARGS_FILE = "trainer_state.json", "args.json"
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+# Written for a model that is not a sat_accel BaseModel (SAT's always-recorded architecture args).
+_ARCH_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
+              "layernorm_order", "inner_hidden_size", "layernorm_epsilon", "model_parallel_size")
+
+
+def parse_size(value: int | str) -> int:
+    """'5GB' -> 5*10**9 bytes (KB/MB/GB decimal, KiB/MiB/GiB binary); ints pass through."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _SIZE_UNITS or float(match.group(1)) <= 0:
+        raise ConfigError(f"--max-shard-size {value!r} is not a size; use a number of bytes or e.g. 500MB, 5GB.")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+# ---------------------------------------------------------------- weights
+def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Consolidated CPU state dict of the unwrapped model on the main process (DDP/DeepSpeed/FSDP seam).
+
+    Collective: every rank must call it (ZeRO-3/FSDP gather shards); other ranks get {}."""
+    if accelerator is None:
+        state, main = model.state_dict(), True
+    else:
+        state, main = accelerator.get_state_dict(model, unwrap=True), accelerator.is_main_process
+    return {k: v.detach().cpu() for k, v in state.items()} if main else {}
+
+
+def _safetensors_ready(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """safetensors refuses shared storage: keep one name per tied tensor, copy other overlapping views."""
+    first: dict[tuple, str] = {}
+    out: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.data_ptr(), tuple(tensor.shape), tensor.stride(),
+               tensor.dtype)
+        if tensor.numel() and key in first:
+            tied[name] = first[key]
+            continue
+        first.setdefault(key, name)
+        out[name] = tensor
+    users = Counter(t.untyped_storage().data_ptr() for t in out.values() if t.numel())
+    for name, tensor in out.items():
+        if not tensor.is_contiguous():
+            out[name] = tensor.contiguous()
+        elif tensor.numel() and users[tensor.untyped_storage().data_ptr()] > 1:
+            out[name] = tensor.clone()
+    return out, tied
+
+
+def write_weights(folder: str, state: dict[str, torch.Tensor], max_shard_size: int | str = "5GB") -> list[str]:
+    """Write model.safetensors (or shards + model.safetensors.index.json above max_shard_size), fsynced."""
+    state, tied = _safetensors_ready(state)
+    limit = parse_size(max_shard_size)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    metadata = {"format": "pt", TIED_METADATA_KEY: json.dumps(tied, sort_keys=True)}
+    if len(shards) == 1:
+        names = [WEIGHTS]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        save_file(shard, os.path.join(folder, name), metadata=metadata)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": {k: n for n, shard in zip(names, shards) for k in shard}}
+        _write_json(os.path.join(folder, WEIGHTS_INDEX), index)
+        names.append(WEIGHTS_INDEX)
+    paths = [os.path.join(folder, n) for n in names]
+    for path in paths:
+        _fsync(path)
+    return paths
+
+
+def model_config_of(model: torch.nn.Module, args: argparse.Namespace | None) -> dict[str, Any]:
+    """model_config.json content: the model's own get_model_config(), else its class + SAT arch args."""
+    if hasattr(model, "get_model_config"):
+        return dict(model.get_model_config())
+    config: dict[str, Any] = {"model_class": type(model).__name__}
+    config.update({k: getattr(args, k) for k in _ARCH_KEYS if getattr(args, k, None) is not None})
+    return config
+
+
+def save_model_folder(folder: str, state: dict[str, torch.Tensor], model_config: dict[str, Any],
+                      max_shard_size: int | str = "5GB") -> str:
+    """Atomically create a from_pretrained-ready folder (model_config.json, latest, release/ weights)."""
+    folder = os.path.abspath(folder)
+    if os.path.exists(folder):
+        raise CheckpointError(f"{folder} already exists; choose a new destination or delete it first.")
+    tmp = f"{folder}{TMP_PREFIX}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, RELEASE))
+    try:
+        write_weights(os.path.join(tmp, RELEASE), state, max_shard_size)
+        _write_json(os.path.join(tmp, MODEL_CONFIG), model_config)
+        _atomic_write(os.path.join(tmp, LATEST), RELEASE)
+        _fsync_tree(tmp)
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(os.path.dirname(folder))
+    return folder
+
+
+# ---------------------------------------------------------------- save
+def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer, lr_scheduler,
+                    extra_state: dict, args: argparse.Namespace) -> str | None:
+    """Atomically write <run_dir>/<iteration>/ (+ model_config.json, latest). Collective: call on every rank.
+
+    Honours args.no_save_optim, args.save_total_limit, args.max_shard_size. Returns the folder on main."""
+    run_dir = os.path.abspath(run_dir)
+    main = accelerator.is_main_process
+    state = full_state_dict(accelerator, model)
+    config = model_config_of(accelerator.unwrap_model(model), args) if main else {}
+    tmp = os.path.join(run_dir, f"{TMP_PREFIX}{iteration}")
+    with_optim = optimizer is not None and not getattr(args, "no_save_optim", False)
+
+    def prepare() -> None:
+        if main:
+            _start_save(run_dir, tmp, with_optim)
+
+    def write() -> None:
+        if with_optim:
+            _write_rank_state(accelerator, tmp, optimizer)
+        if main:
+            write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
+            _write_json(os.path.join(tmp, MODEL_CONFIG), config)
+            if with_optim:
+                _write_shared_state(accelerator, tmp, optimizer, lr_scheduler, extra_state, args)
+            _fsync_tree(tmp)
+
+    def publish() -> None:
+        if main:
+            _publish(run_dir, tmp, iteration, config)
+
+    for step, action in (("preparing", prepare), ("writing", write), ("publishing", publish)):
+        _collective_step(accelerator, step, action, run_dir, iteration, tmp)
+    if main:
+        try:
+            apply_retention(run_dir, getattr(args, "save_total_limit", None), keep=iteration)
+        except OSError as e:  # the new checkpoint is complete; an undeleted old one is only wasted space
+            logger.warning("Could not delete old checkpoints in %s (%s); the new checkpoint is saved.", run_dir, e)
+        logger.info("Saved checkpoint %s/%d (%s).", run_dir, iteration,
+                    "with training state" if with_optim else "weights only")
+    return os.path.join(run_dir, str(iteration)) if main else None
+
+
+def _collective_step(accelerator, step: str, action, run_dir: str, iteration: int, tmp: str) -> None:
+    """Run `action` on every rank, then a barrier that raises everywhere if any rank failed (no hangs)."""
+    from accelerate.utils import gather_object
+
+    error: Exception | None = None
+    try:
+        action()
+    except Exception as e:  # noqa: BLE001 - every rank must hear about it before anyone raises
+        error = e
+    failed = gather_object([error is not None]) if accelerator.num_processes > 1 else [error is not None]
+    if not any(failed):
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if error is not None and not isinstance(error, OSError):
+        raise error
+    reason = f"{error.strerror or error}: {error.filename}" if error is not None else "another rank failed"
+    raise CheckpointError(f"Saving checkpoint {iteration} into {run_dir} failed while {step} ({reason}); free "
+                          "disk space or fix permissions and retry — the previous checkpoint is untouched.") \
+        from error
+
+
+def _start_save(run_dir: str, tmp: str, with_optim: bool) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name.startswith(".old-") and not os.path.exists(os.path.join(run_dir, name[5:])):
+            os.rename(path, os.path.join(run_dir, name[5:]))  # finish a swap that a crash interrupted
+        elif name.startswith((TMP_PREFIX, ".old-")):
+            shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, TRAINING_STATE) if with_optim else tmp)
+
+
+def _optimizer_is_sharded(accelerator) -> bool:
+    """DeepSpeed ZeRO keeps a partition of the optimizer on each rank: then every rank saves its own."""
+    return getattr(accelerator.distributed_type, "value", "") == "DEEPSPEED"
+
+
+def _write_rank_state(accelerator, tmp: str, optimizer) -> None:
+    """Every rank: its RNG states (dropout streams differ per rank) and, if sharded, its optimizer part."""
+    rank = accelerator.process_index
+    paths = [os.path.join(tmp, TRAINING_STATE, f"rng_state_{rank}.pth")]
+    torch.save(_rng_state(), paths[0])
+    if _optimizer_is_sharded(accelerator):
+        paths.append(os.path.join(tmp, TRAINING_STATE, f"optimizer_{rank}.pt"))
+        torch.save(optimizer.state_dict(), paths[-1])
+    for path in paths:
+        _fsync(path)
+
+
+def _write_shared_state(accelerator, tmp: str, optimizer, lr_scheduler, extra_state: dict,
+                        args: argparse.Namespace) -> None:
+    folder = os.path.join(tmp, TRAINING_STATE)
+    if not _optimizer_is_sharded(accelerator):
+        torch.save(optimizer.state_dict(), os.path.join(folder, OPTIMIZER))
+    if lr_scheduler is not None:
+        torch.save(lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER))
+    if getattr(accelerator, "scaler", None) is not None:
+        torch.save(accelerator.scaler.state_dict(), os.path.join(folder, SCALER))
+    _write_json(os.path.join(folder, TRAINER_STATE), extra_state)
+    _write_json(os.path.join(folder, ARGS_FILE), vars(args) if args is not None else {})
+
+
+def _publish(run_dir: str, tmp: str, iteration: int, config: dict) -> None:
+    final = os.path.join(run_dir, str(iteration))
+    if os.path.exists(final):  # same iteration saved again: swap, so a crash leaves one of the two
+        old = os.path.join(run_dir, f".old-{iteration}")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync_dir(run_dir)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(run_dir)
+    _atomic_write(os.path.join(run_dir, MODEL_CONFIG), json.dumps(config, indent=4, sort_keys=True, default=str))
+    _atomic_write(os.path.join(run_dir, LATEST), str(iteration))
+
+
+def apply_retention(run_dir: str, limit: int | None, keep: int) -> list[int]:
+    """Delete all but the newest `limit` complete iteration folders (never `keep`); returns the removed."""
+    if not limit:
+        return []
+    done = [int(n) for n in os.listdir(run_dir) if n.isdigit() and is_iteration_dir(os.path.join(run_dir, n))]
+    removed = sorted((i for i in done if i != keep), reverse=True)[max(limit - 1, 0):]
+    for iteration in removed:  # rename first: a half-deleted folder must never look like a checkpoint
+        trash = os.path.join(run_dir, f"{TMP_PREFIX}del-{iteration}")
+        os.rename(os.path.join(run_dir, str(iteration)), trash)
+        shutil.rmtree(trash)
+    if removed:
+        logger.info("Removed old checkpoints %s (--save-total-limit %d).", removed, limit)
+    return removed
+
+
+# ---------------------------------------------------------------- load
+def load_model_weights(model: torch.nn.Module, iteration_dir: str, mode: str) -> None:
+    """Before accelerator.prepare: weights into the plain model (SPEC §3.2/3.3 missing-key rules)."""
+    state, tied = read_weights(iteration_dir)
+    load_state_dict_into(model, state, mode=mode, tied=tied, source=iteration_dir)
+    if mode == "inference":
+        model.eval()
+    logger.info("Loaded weights from %s (mode %s).", iteration_dir, mode)
+
+
+def load_training_state(accelerator, iteration_dir: str, optimizer, lr_scheduler) -> dict | None:
+    """After prepare: optimizer, scheduler, grad scaler, this rank's RNG; returns extra_state, or None
+    (with a log line) when the checkpoint is weights-only."""
+    folder = os.path.join(iteration_dir, TRAINING_STATE)
+    if not os.path.isdir(folder):
+        logger.warning("%s has no %s/ (weights-only checkpoint: --no-save-optim or SAT); the optimizer state "
+                       "is absent, so it starts fresh and the learning rate re-warms up.", iteration_dir,
+                       TRAINING_STATE)
+        return None
+    rank = accelerator.process_index
+    own = os.path.join(folder, f"optimizer_{rank}.pt")
+    optimizer_file = own if os.path.isfile(own) else os.path.join(folder, OPTIMIZER)
+    try:
+        optimizer.load_state_dict(_torch_load(optimizer_file))
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"Optimizer state {optimizer_file} does not fit this run's parameters ({e}); "
+                              "resume with the same model and frozen parameters, or use --mode finetune.") from e
+    if lr_scheduler is not None and os.path.isfile(os.path.join(folder, SCHEDULER)):
+        lr_scheduler.load_state_dict(_torch_load(os.path.join(folder, SCHEDULER)))
+    if getattr(accelerator, "scaler", None) is not None and os.path.isfile(os.path.join(folder, SCALER)):
+        accelerator.scaler.load_state_dict(_torch_load(os.path.join(folder, SCALER)))
+    rng_file = os.path.join(folder, f"rng_state_{rank}.pth")
+    if os.path.isfile(rng_file):
+        _set_rng_state(_torch_load(rng_file))
+    else:
+        logger.warning("%s is missing (saved with another world size); rank %d keeps its fresh RNG state, so "
+                       "the resumed run is not bit-identical.", rng_file, rank)
+    with open(os.path.join(folder, TRAINER_STATE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _torch_load(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete — load another iteration "
+                              "with --load-iteration N.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, foreign globals
+        raise CheckpointError(f"{path} is corrupt or unsafe to unpickle ({type(e).__name__}); load another "
+                              "iteration with --load-iteration N.") from e
+
+
+# ---------------------------------------------------------------- RNG and file helpers
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _write_json(path: str, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    _fsync(path)  # a directory's entries are durable only after fsync on the directory itself
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            _fsync(os.path.join(root, name))
+        _fsync_dir(root)
