@@ -40,6 +40,16 @@ def accelerator():
     return Accelerator(cpu=True)
 
 
+@pytest.fixture
+def sat_log(caplog):
+    """caplog that also sees sat_accel's logger (training_main stops it propagating to the root logger)."""
+    logger = logging.getLogger("sat_accel")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="sat_accel")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
 def _args(**kw):
     base = dict(no_save_optim=False, save_total_limit=None, max_shard_size="5GB", num_layers=2, hidden_size=6)
     base.update(kw)
@@ -130,13 +140,13 @@ def test_training_state_restores_optimizer_scheduler_and_rng(tmp_path, accelerat
         assert torch.equal(opt.state[p]["exp_avg_sq"], opt2.state[q]["exp_avg_sq"])
 
 
-def test_weights_only_checkpoint_logs_absent_optimizer(tmp_path, accelerator, caplog):
+def test_weights_only_checkpoint_logs_absent_optimizer(tmp_path, accelerator, sat_log):
     model, opt, sched = _trained()
     ckpt.save_checkpoint(accelerator, str(tmp_path), 2, model, opt, sched, {}, _args(no_save_optim=True))
     assert not (tmp_path / "2" / "training_state").exists()
-    with caplog.at_level(logging.WARNING):
+    with sat_log.at_level(logging.WARNING):
         assert ckpt.load_training_state(accelerator, str(tmp_path / "2"), opt, sched) is None
-    assert "optimizer state is absent" in caplog.text
+    assert "optimizer state is absent" in sat_log.text
 
 
 def test_optimizer_state_for_other_parameters_is_a_clear_error(tmp_path, accelerator):
@@ -256,14 +266,14 @@ def test_missing_non_mixin_keys_are_errors_even_in_finetune(run_dir, tmp_path, a
         ckpt.load_model_weights(Bigger(), str(run_dir / "12"), mode="finetune")
 
 
-def test_unexpected_keys_warn_and_inference_sets_eval(run_dir, caplog):
+def test_unexpected_keys_warn_and_inference_sets_eval(run_dir, sat_log):
     class Smaller(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.body = torch.nn.Linear(6, 6)
 
     model = Smaller()
-    with caplog.at_level(logging.WARNING):
+    with sat_log.at_level(logging.WARNING):
         ckpt.load_model_weights(model, str(run_dir / "12"), mode="inference")
-    assert "embed.weight" in caplog.text and "does not have" in caplog.text
+    assert "embed.weight" in sat_log.text and "does not have" in sat_log.text
     assert not model.training

@@ -163,7 +163,8 @@ def test_iterable_rejects_epochs_and_strict_eval():
     ({"train_data": ["missing/file.bin"]}, DataError, "missing/file.bin"),
     ({"train_data": ["a=0"]}, DataError, "a=0"),
     ({"valid_data": ["b=0"], "split": "1"}, DataError, "--valid-data"),
-    ({"train_data": ["a=2"]}, DataError, "2 example"),
+    ({"train_data": ["a=2"]}, DataError, "path .a=2. has 2 example"),
+    ({"train_data": ["a=5", "iter:b=5"], "split": "1"}, ConfigError, "mixes iterable"),
 ])
 def test_bad_input_raises_one_clear_error(overrides, error, words):
     with pytest.raises(error, match=words):
@@ -176,3 +177,20 @@ def test_non_dataset_return_names_function_and_type():
 
     with pytest.raises(HookError, match=r"create_dataset_function.*dict"):
         make_loaders(make_args(), create_dataset_function)
+
+
+@pytest.mark.parametrize("returned", [object(), (i for i in range(3))])
+def test_other_non_datasets_are_hook_errors(returned):
+    with pytest.raises(HookError, match="returned"):
+        make_loaders(make_args(), lambda path, args: returned)
+
+
+def test_hugging_face_dataset_works_as_a_source():
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.Dataset.from_dict({"x": list(range(40)), "y": [2 * i for i in range(40)]})
+    rows.set_format("torch", columns=["x", "y"])
+    args = make_args(split="90,5,5", batch_size=5)
+    train, valid, _ = make_loaders(args, lambda path, a: rows)
+    batch = next(iter(train))
+    assert batch["x"].shape == (5,) and torch.equal(batch["y"], 2 * batch["x"])
+    assert len(train.dataset) + len(valid.dataset) < 40

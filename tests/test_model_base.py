@@ -133,6 +133,8 @@ def test_hidden_not_divisible_by_heads_is_config_error():
 def test_bad_layernorm_order_and_missing_args():
     with pytest.raises(ConfigError, match="--layernorm-order"):
         tiny(layernorm_order="middle")
+    with pytest.raises(ConfigError, match=r"--hidden-dropout must be in \[0, 1\), got 1.5"):
+        tiny(hidden_dropout=1.5)
     with pytest.raises(ConfigError, match="args lack num_layers"):
         BaseModel(argparse.Namespace(hidden_size=8, num_attention_heads=2, vocab_size=5, max_sequence_length=4))
 
@@ -247,3 +249,13 @@ def test_checkpointing_frees_activations():
         return count
 
     assert saved_count(True) < saved_count(False) / 2
+
+
+def test_no_bias_and_no_final_layernorm_options_round_trip():
+    model = BaseModel(BaseModel.get_args(**TINY), use_bias=False, use_final_layernorm=False)
+    names = set(model.state_dict())
+    assert not any(n.endswith("query_key_value.bias") for n in names)
+    assert not any(n.startswith("transformer.final_layernorm") for n in names)
+    config = model.get_model_config()
+    assert (config["use_bias"], config["use_final_layernorm"]) == (False, False)
+    assert set(BaseModel.from_model_config(config).state_dict()) == names

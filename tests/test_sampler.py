@@ -93,6 +93,7 @@ def test_dataset_smaller_than_a_global_batch_wraps_into_next_epochs():
         assert sorted(flat[e * n:(e + 1) * n]) == [0, 1, 2]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
 @pytest.mark.parametrize("num_workers", [0, 1, 4])
 def test_dataloader_workers_see_the_stream_and_resume_exactly(num_workers):
     def loader():

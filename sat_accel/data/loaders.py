@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, get_worker_info
@@ -38,7 +39,9 @@ def make_loaders(args: Any, create_dataset_function: Callable, collate_fn: Optio
     train = _train_loader(train_parts, args, collate_fn) if train_parts else None
     valid = _eval_loader(valid_parts, args, collate_fn, "valid") if valid_parts else None
     test = _eval_loader(test_parts, args, collate_fn, "test") if test_parts else None
-    args.do_train, args.do_valid, args.do_test = train is not None, valid is not None, test is not None
+    args.do_train = train is not None
+    args.do_valid = valid is not None
+    args.do_test = test is not None
     return train, valid, test
 
 
@@ -59,7 +62,7 @@ def _build_datasets(args: Any, create_fn: Callable) -> tuple[list, list, list]:
         check_weights(weights, len(getattr(args, "train_data", None) or []))
     if getattr(args, "train_data", None):
         sources = [_create(path, args, create_fn, "--train-data") for path in args.train_data]
-        train, valid, test = _split_sources(sources, args)
+        train, valid, test = _split_sources(sources, args.train_data, args)
     if getattr(args, "valid_data", None):
         valid = [_create(path, args, create_fn, "--valid-data") for path in args.valid_data]
     if getattr(args, "test_data", None):
@@ -77,10 +80,15 @@ def _create(path: str, args: Any, create_fn: Callable, flag: str) -> Any:
         raise DataError(f"{flag} path {path!r} was not found ({name} raised: {exc}); check the "
                         "path.") from exc
     if _is_iterable(dataset):
+        if iter(dataset) is dataset:  # a generator or iterator can be read only once
+            raise HookError(f"{name}({path!r}, args) returned a one-shot iterator "
+                            f"({type(dataset).__name__}); return a torch IterableDataset instead.")
         return dataset
-    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-        raise HookError(f"{name}({path!r}, args) returned {type(dataset).__name__}, not a dataset; "
-                        "return a torch Dataset (with __len__ and __getitem__) or an IterableDataset.")
+    if isinstance(dataset, (Mapping, str, bytes)) or not (
+            hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise HookError(f"{name}({path!r}, args) returned {type(dataset).__name__}, not a "
+                        "dataset; return a torch Dataset (with __len__ and __getitem__) or an "
+                        "IterableDataset.")
     if len(dataset) == 0:
         raise DataError(f"{flag} path {path!r} gave an empty dataset (length 0); check the path "
                         f"and what {name} returns.")
@@ -92,9 +100,18 @@ def _is_iterable(dataset: Any) -> bool:
         hasattr(dataset, "__iter__") and not hasattr(dataset, "__getitem__"))
 
 
-def _split_sources(sources: list, args: Any) -> tuple[list, list, list]:
+def _all_iterable(parts: Sequence, name: str) -> bool:
+    """True if every part is iterable, False if none is; a mix cannot be sampled together."""
+    kinds = {_is_iterable(ds) for ds in parts}
+    if len(kinds) > 1:
+        raise ConfigError(f"the {name} data mixes iterable and map-style datasets; make "
+                          "create_dataset_function return the same kind for every path.")
+    return kinds == {True}
+
+
+def _split_sources(sources: list, paths: Sequence[str], args: Any) -> tuple[list, list, list]:
     """Split every train source with --split (SAT's order: split each path, then combine)."""
-    if any(_is_iterable(ds) for ds in sources):
+    if _all_iterable(sources, "--train-data"):
         shares = get_split(args)
         if should_split(shares):
             logger.warning("--split %s is ignored: an iterable dataset cannot be split; give "
@@ -103,8 +120,12 @@ def _split_sources(sources: list, args: Any) -> tuple[list, list, list]:
     shares = get_split(args)
     if not should_split(shares):
         return sources, [], []
-    parts = [split_dataset(ds, shares, args.block_size, args.seed) for ds in sources]
+    parts = [split_dataset(ds, shares, args.block_size, args.seed, f"--train-data path {path!r}")
+             for ds, path in zip(sources, paths)]
     train, valid, test = ([p[i] for p in parts if p[i] is not None] for i in range(3))
+    if _rank_layout(args)[0] == 0:
+        logger.info("--split %s -> train/valid/test examples: %s", args.split,
+                    [sum(len(p) for p in split) for split in (train, valid, test)])
     if not train:
         logger.info("--split %s gives the training share zero: no training data.", args.split)
     return train, valid, test
@@ -126,7 +147,7 @@ def _rank_layout(args: Any) -> tuple[int, int]:
 
 def _train_loader(parts: list, args: Any, collate_fn: Optional[Callable]) -> DataLoader:
     rank, world = _rank_layout(args)
-    if any(_is_iterable(ds) for ds in parts):
+    if _all_iterable(parts, "train"):
         return _iterable_loader(parts, args, collate_fn, "train", args.batch_size)
     weights = getattr(args, "train_data_weights", None)
     dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -147,7 +168,7 @@ def _train_loader(parts: list, args: Any, collate_fn: Optional[Callable]) -> Dat
 def _eval_loader(parts: list, args: Any, collate_fn: Optional[Callable], name: str) -> DataLoader:
     batch_size = getattr(args, "eval_batch_size", None) or args.batch_size
     rank, world = _rank_layout(args)
-    if any(_is_iterable(ds) for ds in parts):
+    if _all_iterable(parts, name):
         if getattr(args, "strict_eval", False):
             raise ConfigError(f"--strict-eval cannot count the examples of an iterable {name} "
                               "dataset; drop --strict-eval or give a map-style dataset.")

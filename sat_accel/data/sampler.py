@@ -77,7 +77,8 @@ def _check_layout(batch_size: int, rank: int, world_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size), got rank={rank}, world_size={world_size}.")
+        raise ValueError(f"rank must lie in [0, world_size), got rank={rank}, "
+                         f"world_size={world_size}.")
 
 
 class StreamBatchSampler:
@@ -113,7 +114,8 @@ class StreamBatchSampler:
         """Make the next ``iter()`` start at global stream position ``consumed_samples``."""
         if isinstance(consumed_samples, bool) or int(consumed_samples) != consumed_samples \
                 or consumed_samples < 0:
-            raise ValueError(f"consumed_samples must be a non-negative integer, got {consumed_samples!r}.")
+            raise ValueError("consumed_samples must be a non-negative integer, got "
+                             f"{consumed_samples!r}.")
         self._consumed = int(consumed_samples)
 
     def state_dict(self) -> dict:
@@ -156,10 +158,12 @@ class StrictEvalBatchSampler:
     comes after the real examples of a rank's batch, and :meth:`real_size` says how many are real.
     """
 
-    def __init__(self, num_examples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, num_examples: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1) -> None:
         _check_layout(batch_size, rank, world_size)
         if num_examples < 1:
-            raise ValueError(f"StrictEvalBatchSampler needs at least one example, got {num_examples}.")
+            raise ValueError("StrictEvalBatchSampler needs at least one example, got "
+                             f"{num_examples}.")
         self.num_examples = int(num_examples)
         self.batch_size = int(batch_size)
         self.rank = int(rank)

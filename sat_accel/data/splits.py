@@ -22,7 +22,8 @@ __all__ = ["parse_split", "get_split", "should_split", "split_sizes", "BlockSpli
            "split_dataset"]
 
 
-def parse_split(text: str, has_valid_data: bool = False, has_test_data: bool = False) -> list[float]:
+def parse_split(text: str, has_valid_data: bool = False,
+                has_test_data: bool = False) -> list[float]:
     """Normalised [train, valid, test] shares from a ``--split`` string such as ``"95,5,5"``."""
     parts = [p.strip() for p in re.split(r"[,/]", str(text))]
     try:
@@ -48,7 +49,7 @@ def parse_split(text: str, has_valid_data: bool = False, has_test_data: bool = F
 
 
 def get_split(args: Any) -> list[float]:
-    """SAT's ``get_split(args)``: shares from ``args.split``, ``args.valid_data``, ``args.test_data``."""
+    """SAT's ``get_split(args)``: shares from args.split, args.valid_data and args.test_data."""
     return parse_split(getattr(args, "split", "1000,1,1"),
                        has_valid_data=bool(getattr(args, "valid_data", None)),
                        has_test_data=bool(getattr(args, "test_data", None)))
@@ -59,16 +60,15 @@ def should_split(shares: Sequence[float]) -> bool:
     return sum(1 for s in shares if s > 0) > 1
 
 
-def split_sizes(block_size: int, shares: Sequence[float]) -> list[int]:
+def split_sizes(block_size: int, shares: Sequence[float], name: str = "the dataset") -> list[int]:
     """Offsets per share inside one block: sums to ``block_size``; each non-zero share >= 1.
 
     Largest-remainder rounding, then shares rounded to 0 take one offset from the largest.
     """
     nonzero = [i for i, s in enumerate(shares) if s > 0]
     if block_size < len(nonzero):
-        raise DataError(f"a dataset of {block_size} example(s) cannot be split into "
-                        f"{len(nonzero)} non-empty parts; use --split 1 or give --valid-data/"
-                        "--test-data.")
+        raise DataError(f"{name} has {block_size} example(s), too few for {len(nonzero)} "
+                        "non-empty splits; use --split 1 or give --valid-data/--test-data.")
     exact = [block_size * s / sum(shares) for s in shares]
     sizes = [int(math.floor(x)) for x in exact]
     by_remainder = sorted(range(len(shares)), key=lambda i: (sizes[i] - exact[i], i))
@@ -107,14 +107,15 @@ class BlockSplitDataset:
         return self.dataset[self.source_index(int(index))]
 
 
-def split_dataset(dataset: Any, shares: Sequence[float], block_size: int,
-                  seed: int) -> list[Optional[BlockSplitDataset]]:
-    """Disjoint [train, valid, test] parts of ``dataset`` (None for a zero share)."""
+def split_dataset(dataset: Any, shares: Sequence[float], block_size: int, seed: int,
+                  name: str = "the dataset") -> list[Optional[BlockSplitDataset]]:
+    """Disjoint [train, valid, test] parts of ``dataset`` (None for a zero share); ``name``
+    describes the dataset in error messages."""
     n = len(dataset)
     if block_size < 1:
         raise ConfigError(f"--block-size must be >= 1, got {block_size}.")
     block = min(int(block_size), n)
-    sizes = split_sizes(block, shares)
+    sizes = split_sizes(block, shares, name)
     order = Permutation(block, derive_seed(seed, "split"))(np.arange(block, dtype=np.int64))
     parts: list[Optional[BlockSplitDataset]] = []
     start = 0

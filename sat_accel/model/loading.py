@@ -229,6 +229,8 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor],
     reinit = _mixins_to_reinit(missing, mode, source)
     expected = model.state_dict()
     state = {k: _cast(v, expected[k].dtype) for k, v in state.items() if k in expected}
+    if assign:
+        _unshare(state, ties)
     model.load_state_dict(state, strict=False, assign=assign)
     if assign:  # assign gives every name its own Parameter: point aliases back at one object
         for alias, kept in ties.items():
@@ -240,6 +242,19 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor],
             mixin.reinit(model)
         logger.info("Mixin %r was not in %s: re-initialised for finetuning.", name, source)
     return reinit
+
+
+def _unshare(state: dict[str, torch.Tensor], ties: dict[str, str]) -> None:
+    """Tensors tied in the file but not in the model (e.g. HF's tied decoder) must not share storage once
+    assigned, or an optimizer step on one parameter would silently change the other."""
+    seen: set[int] = set()
+    for key, tensor in state.items():
+        if key in ties or not tensor.numel():
+            continue
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen:
+            state[key] = tensor.clone()
+        seen.add(ptr)
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

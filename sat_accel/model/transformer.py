@@ -214,6 +214,9 @@ def _check_arch(cfg: dict) -> None:
     if cfg["layernorm_order"] not in LAYERNORM_ORDERS:
         raise ConfigError(f"--layernorm-order must be one of {', '.join(LAYERNORM_ORDERS)}, "
                           f"got {cfg['layernorm_order']!r}.")
+    for name in ("hidden_dropout", "attention_dropout"):
+        if not 0.0 <= cfg[name] < 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {cfg[name]!r}.")
     h, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     if cfg["hidden_size_per_attention_head"] is None and h % nh:
         raise ConfigError(f"--hidden-size {h} is not divisible by --num-attention-heads {nh}; change one "
@@ -348,14 +351,15 @@ class BaseTransformer(torch.nn.Module):
         hidden_states = self.embedding_dropout(hidden_states)
         layer_kw = dict(kw_args, position_ids=position_ids)
         per_layer: list = []
-        chunk = self.checkpoint_num_layers if self._checkpointing() else self.num_layers
-        for start in range(0, self.num_layers, max(chunk, 1)):
-            end = min(start + chunk, self.num_layers)
-            run = (checkpoint if self._checkpointing() and start + self.checkpoint_skip_layers < self.num_layers
-                   else None)
-            args = (hidden_states, mask, start, end, cross, layer_kw, output_hidden_states)
-            hidden_states, outputs, cross = (run(self._run_layers, *args, use_reentrant=False) if run
-                                             else self._run_layers(*args))
+        checkpointing = self._checkpointing()
+        chunk = self.checkpoint_num_layers if checkpointing else self.num_layers
+        for start in range(0, self.num_layers, chunk):
+            args = (hidden_states, mask, start, min(start + chunk, self.num_layers), cross, layer_kw,
+                    output_hidden_states)
+            if checkpointing and start + self.checkpoint_skip_layers < self.num_layers:
+                hidden_states, outputs, cross = checkpoint(self._run_layers, *args, use_reentrant=False)
+            else:
+                hidden_states, outputs, cross = self._run_layers(*args)
             per_layer.extend(outputs)
         if self.final_layernorm is not None:
             hidden_states = self.final_layernorm(hidden_states)
