@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import math
 import os
 import random
 import sys
@@ -18,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .data.splits import parse_split
 from .errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -210,24 +210,6 @@ def _deepspeed_problems(args: argparse.Namespace) -> list[str]:
         return [f"--zero-stage {args.zero_stage} needs DeepSpeed, which is not installed: "
                 "pip install 'sat-accel[deepspeed]'."]
     return []
-
-
-def parse_split(split: str) -> list[float]:
-    """'a,b,c' or 'a/b/c' -> three normalised shares (SAT rules: a sum below 1 gets the rest appended)."""
-    text = str(split).replace("/", ",")
-    try:
-        parts = [float(p) for p in text.split(",") if p.strip() != ""]
-    except ValueError:
-        raise ConfigError(f"--split {split!r} must be numbers separated by ',' or '/', e.g. 1000,1,1.") from None
-    if not parts or any(p < 0 or not math.isfinite(p) for p in parts):
-        raise ConfigError(f"--split {split!r} must be non-negative numbers, e.g. 95,5,0.")
-    if sum(parts) < 1 and len(parts) < 3:
-        parts.append(1 - sum(parts))
-    parts = (parts + [0.0, 0.0])[:3]
-    total = sum(parts)
-    if total <= 0:
-        raise ConfigError(f"--split {split!r} has no positive part; give the training share, e.g. 1000,1,1.")
-    return [p / total for p in parts]
 
 
 def _apply_launcher_env(args: argparse.Namespace) -> None:

@@ -31,7 +31,7 @@ def test_dashes_on_cli_underscores_on_args():
     (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps must be at least 1"),
     (["--zero-stage", "5"], "--zero-stage must be 0, 1, 2 or 3"),
     (["--split", "a,b"], "--split 'a,b'"),
-    (["--split", "0,0,0"], "no positive part"),
+    (["--split", "0,0,0"], "leaves no non-zero share"),
     (["--split", "1,-1"], "non-negative"),
     (["--train-data", "a", "b", "--train-data-weights", "1"], "one weight per path"),
 ])

@@ -153,9 +153,10 @@ class StreamBatchSampler:
 class StrictEvalBatchSampler:
     """Finite per-rank batch sampler that visits every example exactly once across ranks.
 
-    Every rank yields ``ceil(N / (B*W))`` batches of B indices (so collectives line up). In the
-    last global batch, positions >= N are padding (they repeat real indices); padding always
-    comes after the real examples of a rank's batch, and :meth:`real_size` says how many are real.
+    Every rank yields ``ceil(N / (B*W))`` batches (so collectives line up). In the last global batch
+    a rank's batch holds only its real examples (it may be shorter than B), so the loss of a short
+    batch is not diluted by duplicates; a rank with no real example left gets one padding example
+    (a repeat) whose :meth:`real_size` is 0, so it still runs the step but counts for nothing.
     """
 
     def __init__(self, num_examples: int, batch_size: int, rank: int = 0,
@@ -188,5 +189,5 @@ class StrictEvalBatchSampler:
         base = self.rank * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
         for k in range(len(self)):
             positions = k * self.global_batch_size + base
-            yield np.where(positions < self.num_examples, positions,
-                           positions % self.num_examples).tolist()
+            real = positions[positions < self.num_examples]
+            yield real.tolist() if len(real) else [int(positions[0] % self.num_examples)]

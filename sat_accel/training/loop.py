@@ -73,7 +73,11 @@ def data_iterator(run: Run, split: str) -> CountingIterator:
         set_position = getattr(loader.batch_sampler, "set_consumed_samples", None)
         if set_position is not None:
             set_position(consumed * loader.batch_sampler.global_batch_size)
-        run.iterators[split] = CountingIterator(iter(loader), run.accelerator.device, start_count=consumed)
+        iterator = iter(loader)
+        if set_position is None:  # iterable datasets: approximate resume by skipping what was consumed
+            for _ in range(consumed):
+                next(iterator)
+        run.iterators[split] = CountingIterator(iterator, run.accelerator.device, start_count=consumed)
     return run.iterators[split]
 
 
