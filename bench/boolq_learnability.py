@@ -28,16 +28,28 @@ def encode(tok, rows, max_len):
     return enc
 
 
+def question_type(question: str) -> str:
+    words = question.split()
+    if "before" in words or "after" in words:
+        return "year"
+    return "material" if "made" in words else "trade" if "by" in words else "color"
+
+
 @torch.no_grad()
 def accuracy(model, tok, rows, max_len, bs=64):
+    """Overall accuracy and, as a string, accuracy per question type."""
     model.eval()
-    correct = 0
+    hits = []
     for i in range(0, len(rows), bs):
         enc = encode(tok, rows[i:i + bs], max_len)
         labels = enc.pop("labels")
-        correct += (model(**enc).logits.argmax(-1) == labels).sum().item()
+        hits += (model(**enc).logits.argmax(-1) == labels).tolist()
     model.train()
-    return correct / len(rows)
+    per_type = {}
+    for row, hit in zip(rows, hits):
+        per_type.setdefault(question_type(row["question"]), []).append(hit)
+    detail = " ".join(f"{k}={sum(v) / len(v):.2f}" for k, v in sorted(per_type.items()))
+    return sum(hits) / len(hits), detail
 
 
 def main():
@@ -80,11 +92,11 @@ def main():
             step += 1
             if a.eval_every and step % a.eval_every == 0:
                 print(f"step {step} t={time.time() - start:.0f}s loss={loss.item():.3f} "
-                      f"val_acc={accuracy(model, tok, valid, a.max_len):.3f}", flush=True)
+                      "val_acc={:.3f} ({})".format(*accuracy(model, tok, valid, a.max_len)), flush=True)
     train_s = time.time() - start
-    acc = accuracy(model, tok, valid, a.max_len)
+    acc, detail = accuracy(model, tok, valid, a.max_len)
     print(f"RESULT steps={step} batch={a.batch_size} train_s={train_s:.0f} s/step={train_s / max(step, 1):.2f} "
-          f"val_acc={acc:.3f} (n_valid={len(valid)}, eval_s={time.time() - start - train_s:.0f})")
+          f"val_acc={acc:.3f} ({detail}; n_valid={len(valid)}, eval_s={time.time() - start - train_s:.0f})")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -74,9 +73,15 @@ def load(method: str, folder: str) -> torch.nn.Module:
     return transformers.BertForMaskedLM.from_pretrained(folder).eval()
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _rss_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (high-water mark since the last reset) of this process, in MiB."""
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith(field + ":"))) / 1024
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        f.write("5")
 
 
 def _drop_from_cache(folder: str) -> None:
@@ -104,14 +109,15 @@ def child(method: str, folder: str, scenario: str) -> dict:
                 with open(os.path.join(root, name), "rb") as f:
                     while f.read(1 << 24):
                         pass
-    before = _rss_mb()
+    _reset_peak_rss()
+    before = _rss_mb("VmRSS")
     start = time.perf_counter()
     model = load(method, folder)
     loaded = time.perf_counter()
     total = sum(float(p.double().sum()) for p in model.parameters())
     touched = time.perf_counter()
     embeddings = next(p for n, p in model.named_parameters() if n.endswith("word_embeddings.weight"))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _rss_mb("VmHWM")
     if copy:
         shutil.rmtree(copy)
     return {"load": loaded - start, "touch": touched - start, "peak_rss_mb": peak - before, "checksum": total,

@@ -35,9 +35,9 @@ MATERIALS = ["stone", "wood", "brick", "steel", "glass", "iron", "clay", "marble
 TRADES = ["farmer", "sailor", "teacher", "doctor", "baker", "miner", "painter", "soldier", "carpenter"]
 FIRST_NAMES = ["thomas", "anna", "james", "maria", "peter", "clara", "henry", "alice", "george", "emma"]
 LAST_NAMES = ["reed", "carter", "moore", "shaw", "price", "brooks", "ward", "hayes", "fisher"]
-THRESHOLDS = [1800, 1850, 1900, 1950]
+THRESHOLDS = [1900]
 # Years at least this far from the question's threshold, so "before 1900" never hinges on 1899 vs 1901.
-YEAR_MARGIN = 8
+YEAR_MARGIN = 15
 QUESTION_TYPES = ["color", "material", "trade", "year"]
 
 

@@ -22,21 +22,29 @@ def launch_env() -> dict:
     return env
 
 
-def command(nproc: int, launcher: str) -> list[str]:
+def command(nproc: int, launcher: str, config_file=None, launch_args=(), script=None) -> list[str]:
+    """The launcher's command line. With `config_file`, `accelerate launch --config_file` (the yaml decides the
+    process count) followed by `launch_args` (e.g. --num_processes 2)."""
+    script = str(script or SCRIPT)
+    if config_file is not None:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+                *launch_args, script]
     if nproc == 1 and launcher == "python":
-        return [sys.executable, str(SCRIPT)]
+        return [sys.executable, script]
     if launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(SCRIPT)]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT)]
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script]
 
 
-def run_tiny(out: Path, argv: list[str], nproc: int = 1, launcher: str = "python", timeout: int = 300):
+def run_tiny(out: Path, argv: list[str], nproc: int = 1, launcher: str = "python", timeout: int = 300,
+             env: dict | None = None, config_file=None, launch_args=(), script=None):
     """Run the tiny task; returns (per-iteration train losses, final state dict). Success is judged by
-    what rank 0 wrote, as gloo may abort at interpreter exit after a successful run."""
+    what rank 0 wrote, as gloo may abort at interpreter exit after a successful run. `env` adds variables;
+    `config_file`/`launch_args`/`script`: see command()."""
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(command(nproc, launcher) + argv + ["--out", str(out)], env=launch_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(command(nproc, launcher, config_file, launch_args, script) + argv + ["--out", str(out)],
+                          env={**launch_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout)
     if not (out / "DONE").exists():
         raise AssertionError(f"run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     (metrics,) = glob.glob(str(out / "run-*" / "metrics.jsonl"))

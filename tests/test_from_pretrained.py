@@ -13,7 +13,7 @@ from accelerate import Accelerator
 
 from sat_accel.convert.__main__ import main as convert_main
 from sat_accel.errors import CheckpointError
-from sat_accel.model import AutoModel, BaseModel, BertModel, MLPHeadMixin
+from sat_accel.model import AutoModel, BertModel, MLPHeadMixin
 from sat_accel.model.loading import from_pretrained
 from sat_accel.training import checkpoint as ckpt
 
@@ -255,3 +255,24 @@ def test_convert_cli(hf_folder, tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # existing destination: one sentence, exit code 2
         convert_main([folder, str(tmp_path / "sat-bert")])
     assert exit_info.value.code == 2
+
+
+def test_hub_id_found_in_the_hf_cache_is_converted_under_home(hf_folder, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    folder, hf = hf_folder
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns, local_files_only, etag_timeout):
+        calls.append((repo_id, local_files_only))
+        return folder  # what the HF cache would hold for this id
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    home = tmp_path / "home"
+    model, _ = BertModel.from_pretrained("someorg/tiny-bert", home_path=str(home))
+    assert calls == [("someorg/tiny-bert", True)]  # offline (conftest): the cache only, never the Hub
+    assert (home / "someorg" / "tiny-bert" / "model_config.json").is_file()
+    again, _ = AutoModel.from_pretrained("someorg/tiny-bert", home_path=str(home))
+    assert len(calls) == 1  # the converted folder under home is found first
+    with torch.no_grad():
+        torch.testing.assert_close(again(**_batch())[0], hf(**_batch()).logits, atol=1e-5, rtol=0)

@@ -200,7 +200,9 @@ _RACE = textwrap.dedent("""
 
 @pytest.mark.multiprocess
 def test_two_processes_download_once(model_folder, tmp_path):
-    archive = _targz(model_folder, tmp_path / "m.tar.gz")
+    with open(os.path.join(model_folder, "blob.bin"), "wb") as f:  # big enough for the two to overlap
+        f.write(os.urandom(32 << 20))
+    archive = _zip(model_folder, tmp_path / "m.zip")
     home = str(tmp_path / "home")
     start = str(time.time() + 6)  # both processes call resolve at the same moment, after their imports
     procs = [subprocess.Popen([sys.executable, "-c", _RACE, home, f"file://{archive}", start],

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import torch
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ConfigError, DataError, HookError
@@ -135,7 +136,10 @@ def _split_sources(sources: list, paths: Sequence[str], args: Any) -> tuple[list
 
 def _loader_kwargs(args: Any, collate_fn: Optional[Callable]) -> dict:
     workers = int(getattr(args, "num_workers", 0) or 0)
-    kwargs: dict = {"num_workers": workers, "collate_fn": collate_fn, "pin_memory": False}
+    # Its own generator: otherwise iter(loader) draws its worker base seed from the global torch RNG,
+    # which shifts every later random number (dropout) and breaks bitwise-exact resume.
+    generator = torch.Generator().manual_seed(int(getattr(args, "seed", 0) or 0))
+    kwargs: dict = {"num_workers": workers, "collate_fn": collate_fn, "pin_memory": False, "generator": generator}
     if workers > 0:
         kwargs["prefetch_factor"] = getattr(args, "prefetch_factor", None) or 2
     return kwargs

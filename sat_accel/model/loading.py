@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
+from torch.overrides import TorchFunctionMode
 
 from ..errors import CheckpointError
 
@@ -177,8 +178,8 @@ def tied_names(model: torch.nn.Module) -> dict[str, str]:
 
 def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, prefix: str = "",
                      tied: dict[str, str] | None = None, source: str = "checkpoint"):
-    """Filter by prefix and fill tied aliases (`tied` = file's and model's alias maps) -> (state, missing,
-    unexpected); shape mismatches raise, naming every key and both shapes."""
+    """Filter by prefix and fill tied aliases (`tied` = file's and model's alias maps) -> (state, expected,
+    missing, unexpected); shape mismatches raise, naming every key and both shapes."""
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
@@ -200,7 +201,7 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
                               "model_config.json.")
     missing = [k for k in expected if k not in state]
     unexpected = sorted(k for k in state if k not in expected)
-    return state, missing, unexpected
+    return state, expected, missing, unexpected
 
 
 def _mixins_to_reinit(missing: list[str], mode: str, source: str) -> list[str]:
@@ -221,13 +222,12 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor],
                          source: str = "checkpoint") -> list[str]:
     """Apply SPEC §3.2 key rules and load; returns the mixins that were re-initialised (finetune)."""
     ties = tied_names(model)
-    state, missing, unexpected = match_state_dict(model, state, prefix=prefix, tied={**(tied or {}), **ties},
-                                                  source=source)
+    state, expected, missing, unexpected = match_state_dict(model, state, prefix=prefix, source=source,
+                                                            tied={**(tied or {}), **ties})
     if unexpected:
         logger.warning("Ignoring %d weights of %s that the model does not have: %s", len(unexpected), source,
                        ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
     reinit = _mixins_to_reinit(missing, mode, source)
-    expected = model.state_dict()
     state = {k: _cast(v, expected[k].dtype) for k, v in state.items() if k in expected}
     if assign:
         _unshare(state, ties)
@@ -369,13 +369,13 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
     """Meta-device build + assign from the mmap when every weight is in the checkpoint; else a real build."""
     state, tied = read_weights(iteration_dir)
     try:
-        with torch.device("meta"):
-            model = _construct(model_cls, args, kwargs, skip_init=True)
+        with torch.device("meta"), _NoInitOnMeta():  # no skip_init: its to_empty() is wasted work on meta
+            model = _construct(model_cls, args, kwargs, skip_init=False)
     except Exception as e:  # a model that cannot be built on meta still loads, only slower
         logger.debug("Meta-device build of %s failed (%s); building on CPU.", model_cls.__name__, e)
         model, missing = None, None
     else:
-        _, missing, _ = match_state_dict(model, state, prefix=prefix, tied={**tied, **tied_names(model)},
+        _, _, missing, _ = match_state_dict(model, state, prefix=prefix, tied={**tied, **tied_names(model)},
                                          source=iteration_dir)
         if not missing:
             load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, assign=True,
@@ -389,6 +389,21 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
     model = _construct(model_cls, args, kwargs, skip_init=True if trunk_complete else None)
     load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, source=iteration_dir)
     return model
+
+
+class _NoInitOnMeta(TorchFunctionMode):
+    """Skip value initialisers on meta tensors: they are no-ops there, but meta `normal_` runs a Python
+    decomposition whose first call imports torch._dynamo (~1.5 s per process)."""
+
+    _INITIALISERS = frozenset({"normal_", "uniform_", "trunc_normal_", "fill_", "zero_"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self._INITIALISERS:
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
 
 
 def _has_meta_tensors(model: torch.nn.Module) -> bool:

@@ -1,8 +1,12 @@
-"""args -> Accelerator: precision, CPU rules, gradient accumulation, DeepSpeed / FSDP selection.
+"""args -> Accelerator: precision, CPU rules, gradient accumulation, DDP / DeepSpeed / FSDP selection.
 
-CPU rules (see README "Running on CPU"): without a GPU, Accelerate forms a real process group only in
-CPU mode, so we switch it on ourselves; DeepSpeed on CPU instead needs a gloo process group and must not
-be combined with cpu=True (that silently drops DeepSpeed).
+CPU rules (docs/scaling.md): without a GPU, Accelerate forms a real process group only in CPU mode, so we
+switch it on ourselves (a `distributed_type: MULTI_GPU` yaml therefore also runs 2 CPU processes); DeepSpeed
+on CPU instead needs a gloo process group and must not be combined with cpu=True (that silently drops
+DeepSpeed); FSDP through Accelerate needs a GPU and is refused on CPU rather than degraded to DDP.
+
+What `accelerate launch` exports from a yaml (mixed precision, gradient accumulation, process counts) is
+checked against our flags here: Accelerate would let those values win silently.
 """
 from __future__ import annotations
 
@@ -32,19 +36,43 @@ def mixed_precision(args: argparse.Namespace, has_gpu: bool) -> str:
     return "no"
 
 
-def _uses_fsdp() -> bool:
+def uses_fsdp() -> bool:
+    """An accelerate config with `distributed_type: FSDP` (or `accelerate launch --use_fsdp`)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+
+
+def check_launch_environment(args: argparse.Namespace, has_gpu: bool) -> None:
+    """Refuse launcher settings that Accelerate would silently apply against our flags, or that cannot run."""
+    if uses_fsdp() and not has_gpu:
+        raise ConfigError("FSDP through Accelerate needs a GPU and none is visible: use DDP "
+                          "(accelerate_configs/multi_cpu.yaml) or DeepSpeed (--zero-stage N) on CPU.")
+    if uses_fsdp() and deepspeed_config.wants_deepspeed(args):
+        raise ConfigError("FSDP (accelerate config distributed_type: FSDP) and DeepSpeed (--zero-stage / "
+                          "--deepspeed_config) were both asked for; pick one.")
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    wanted = deepspeed_config.requested_precision(args)
+    if launcher_precision != "no" and launcher_precision != wanted:
+        raise ConfigError(f"The accelerate config asks for mixed_precision {launcher_precision} but the flags say "
+                          f"{wanted}: pass --{launcher_precision} or set mixed_precision: 'no' in the yaml.")
+    launcher_ga = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    if launcher_ga and launcher_ga.isdigit() and int(launcher_ga) != args.gradient_accumulation_steps:
+        raise ConfigError(f"The accelerate config sets gradient_accumulation_steps {launcher_ga} but "
+                          f"--gradient-accumulation-steps is {args.gradient_accumulation_steps}: make them equal "
+                          "(or drop the key from the yaml; the flag decides).")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if has_gpu and local > torch.cuda.device_count():
+        raise ConfigError(f"The launcher started {local} processes on this machine but only "
+                          f"{torch.cuda.device_count()} GPU(s) are visible: set num_processes to the GPU count "
+                          "(times num_machines) in the accelerate config, or fix CUDA_VISIBLE_DEVICES.")
 
 
 def build_accelerator(args: argparse.Namespace) -> Accelerator:
     """One Accelerator for the run, in CPU mode when no GPU is present, checked against the launcher."""
     has_gpu = torch.cuda.is_available()
-    if _uses_fsdp() and not has_gpu:
-        raise ConfigError("FSDP through Accelerate needs a GPU and none is visible: use DDP "
-                          "(accelerate_configs/multi_cpu.yaml) or DeepSpeed (--zero-stage N) on CPU.")
-    kwargs = dict(mixed_precision=mixed_precision(args, has_gpu),
-                  gradient_accumulation_steps=args.gradient_accumulation_steps)
-    plugin = deepspeed_config.build_plugin(args, has_gpu)
+    check_launch_environment(args, has_gpu)
+    precision = mixed_precision(args, has_gpu)
+    kwargs = dict(mixed_precision=precision, gradient_accumulation_steps=args.gradient_accumulation_steps)
+    plugin = deepspeed_config.build_plugin(args, has_gpu, precision)
     if plugin is not None:
         kwargs.update(deepspeed_plugin=plugin, kwargs_handlers=deepspeed_config.process_group_kwargs(has_gpu))
     else:
@@ -69,4 +97,10 @@ def check_world_size(accelerator: Accelerator) -> None:
 
 
 def is_deepspeed(accelerator: Accelerator) -> bool:
+    """Whether the run's model is a DeepSpeed engine (ZeRO 0-3)."""
     return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def is_fsdp(accelerator: Accelerator) -> bool:
+    """Whether the run's model is wrapped by FSDP (1 or 2)."""
+    return accelerator.distributed_type == DistributedType.FSDP

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import CheckpointError, ConfigError
+from . import sharded_state
 from ..model.loading import (LATEST, MODEL_CONFIG, RELEASE, TIED_METADATA_KEY, TRAINING_STATE, WEIGHTS,
                              WEIGHTS_INDEX, is_iteration_dir, load_state_dict_into, read_weights,
                              resolve_load_dir)
@@ -164,7 +165,7 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
 
     def write() -> None:
         if with_optim:
-            _write_rank_state(accelerator, tmp, optimizer)
+            _write_rank_state(accelerator, tmp, optimizer, model)
         if main:
             write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
             _write_json(os.path.join(tmp, MODEL_CONFIG), config)
@@ -222,18 +223,17 @@ def _start_save(run_dir: str, tmp: str, with_optim: bool) -> None:
 
 
 def _optimizer_is_sharded(accelerator) -> bool:
-    """DeepSpeed ZeRO keeps a partition of the optimizer on each rank: then every rank saves its own."""
-    return getattr(accelerator.distributed_type, "value", "") == "DEEPSPEED"
+    """DeepSpeed ZeRO / FSDP keep a partition of the optimizer on each rank: the engine saves it (sharded_state)."""
+    return sharded_state.is_sharded(accelerator)
 
 
-def _write_rank_state(accelerator, tmp: str, optimizer) -> None:
+def _write_rank_state(accelerator, tmp: str, optimizer, model=None) -> None:
     """Every rank: its RNG states (dropout streams differ per rank) and, if sharded, its optimizer part."""
     rank = accelerator.process_index
     paths = [os.path.join(tmp, TRAINING_STATE, f"rng_state_{rank}.pth")]
     torch.save(_rng_state(), paths[0])
-    if _optimizer_is_sharded(accelerator):
-        paths.append(os.path.join(tmp, TRAINING_STATE, f"optimizer_{rank}.pt"))
-        torch.save(optimizer.state_dict(), paths[-1])
+    if _optimizer_is_sharded(accelerator):  # collective: DeepSpeed / DCP write every rank's shard
+        sharded_state.save_sharded_state(accelerator, model, optimizer, os.path.join(tmp, TRAINING_STATE))
     for path in paths:
         _fsync(path)
 
@@ -291,9 +291,9 @@ def load_model_weights(model: torch.nn.Module, iteration_dir: str, mode: str) ->
     logger.info("Loaded weights from %s (mode %s).", iteration_dir, mode)
 
 
-def load_training_state(accelerator, iteration_dir: str, optimizer, lr_scheduler) -> dict | None:
+def load_training_state(accelerator, iteration_dir: str, optimizer, lr_scheduler, model=None) -> dict | None:
     """After prepare: optimizer, scheduler, grad scaler, this rank's RNG; returns extra_state, or None
-    (with a log line) when the checkpoint is weights-only."""
+    (with a log line) when the checkpoint is weights-only. `model` (the prepared one) is needed for FSDP."""
     folder = os.path.join(iteration_dir, TRAINING_STATE)
     if not os.path.isdir(folder):
         logger.warning("%s has no %s/ (weights-only checkpoint: --no-save-optim or SAT); the optimizer state "
@@ -301,13 +301,10 @@ def load_training_state(accelerator, iteration_dir: str, optimizer, lr_scheduler
                        TRAINING_STATE)
         return None
     rank = accelerator.process_index
-    own = os.path.join(folder, f"optimizer_{rank}.pt")
-    optimizer_file = own if os.path.isfile(own) else os.path.join(folder, OPTIMIZER)
-    try:
-        optimizer.load_state_dict(_torch_load(optimizer_file))
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"Optimizer state {optimizer_file} does not fit this run's parameters ({e}); "
-                              "resume with the same model and frozen parameters, or use --mode finetune.") from e
+    if sharded_state.has_sharded_state(folder):
+        sharded_state.load_sharded_state(accelerator, model, optimizer, folder)
+    else:
+        _load_optimizer(optimizer, os.path.join(folder, OPTIMIZER))
     if lr_scheduler is not None and os.path.isfile(os.path.join(folder, SCHEDULER)):
         lr_scheduler.load_state_dict(_torch_load(os.path.join(folder, SCHEDULER)))
     if getattr(accelerator, "scaler", None) is not None and os.path.isfile(os.path.join(folder, SCALER)):
@@ -320,6 +317,14 @@ def load_training_state(accelerator, iteration_dir: str, optimizer, lr_scheduler
                        "the resumed run is not bit-identical.", rng_file, rank)
     with open(os.path.join(folder, TRAINER_STATE), encoding="utf-8") as f:
         return json.load(f)
+
+
+def _load_optimizer(optimizer, optimizer_file: str) -> None:
+    try:
+        optimizer.load_state_dict(_torch_load(optimizer_file))
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"Optimizer state {optimizer_file} does not fit this run's parameters ({e}); "
+                              "resume with the same model and frozen parameters, or use --mode finetune.") from e
 
 
 def _torch_load(path: str) -> Any:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import signal
@@ -33,6 +34,10 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
 
     configure_console_logging()
     accelerator = build_accelerator(args)
+    if accelerator.num_processes > 1:
+        # Tear the process group down before interpreter shutdown: gloo can abort ("terminate called
+        # without an active exception") when it is destroyed during finalisation of a finished run.
+        atexit.register(accelerator.state.destroy_process_group)
     args.experiment_name = shared_experiment_name(args)
     train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn)
     model = instantiate_model(model_cls, args)
@@ -123,7 +128,7 @@ def resume(run: Run, load_dir: str) -> bool:
     if state is not None:
         run.progress.load_state_dict(state)
         return True
-    iteration = int(os.path.basename(os.path.normpath(load_dir)))
+    _, iteration = checkpoint.resolve_load_dir(run.args.load, run.args.load_iteration)
     run.progress.iteration = run.lr_scheduler.last_step = iteration
     run.lr_scheduler.start_rewarmup(100)
     run.reporter.message(f"no optimizer state in {load_dir}: continuing at iteration {iteration} with a fresh "

@@ -1,0 +1,115 @@
+"""Training state of sharded engines, saved by the engine's own checkpoint code inside `training_state/`.
+
+With DeepSpeed ZeRO every rank holds only its partition of the optimizer (and under ZeRO-3 of the weights);
+with FSDP the optimizer state is a set of DTensor shards. Neither can go through a plain
+`torch.save(optimizer.state_dict())` on the main process, so:
+
+    <iteration>/training_state/deepspeed/   DeepSpeed's engine.save_checkpoint (tag "deepspeed"): every
+                                            rank's ZeRO partition, its module-state file, DeepSpeed counters
+    <iteration>/training_state/fsdp_optimizer/   torch.distributed.checkpoint (DCP) shards, via Accelerate
+
+`model.safetensors` next to `training_state/` stays the consolidated model (checkpoint.full_state_dict);
+scheduler, RNG, sampler position and args are saved by checkpoint.py as for DDP. Resume needs the same
+world size and the same engine; the files are pickles written by DeepSpeed / DCP, read back by them.
+Every function here is collective: call it on every rank.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+DEEPSPEED_DIR = "deepspeed"
+FSDP_OPTIMIZER_DIR = "fsdp_optimizer"
+
+
+def _kind(accelerator) -> str:
+    return getattr(getattr(accelerator, "distributed_type", None), "value", "")
+
+
+def is_sharded(accelerator) -> bool:
+    """Whether this run's optimizer state is split across ranks (DeepSpeed ZeRO or FSDP)."""
+    return _kind(accelerator) in ("DEEPSPEED", "FSDP")
+
+
+def _engine(accelerator, model=None):
+    """The DeepSpeed engine: the prepared model itself, or the one Accelerate keeps for backward()."""
+    if model is not None and hasattr(model, "save_checkpoint"):
+        return model
+    wrapped = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    if wrapped is None:
+        raise CheckpointError("No DeepSpeed engine was prepared: call accelerator.prepare(model, optimizer) "
+                              "before saving or loading the training state.")
+    return wrapped.engine
+
+
+def save_sharded_state(accelerator, model, optimizer, training_state_dir: str) -> list[str]:
+    """Write this rank's share of the optimizer (and ZeRO-3 weights) under `training_state_dir`.
+    Returns the folder written. Collective."""
+    kind = _kind(accelerator)
+    if kind == "DEEPSPEED":
+        _engine(accelerator, model).save_checkpoint(training_state_dir, tag=DEEPSPEED_DIR, client_state={},
+                                                    save_latest=False)
+        return [os.path.join(training_state_dir, DEEPSPEED_DIR)]
+    if kind == "FSDP":
+        from accelerate.utils import save_fsdp_optimizer
+
+        folder = os.path.join(training_state_dir, FSDP_OPTIMIZER_DIR)
+        save_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, folder)
+        return [folder]
+    raise CheckpointError(f"No sharded training state for distributed type {kind or 'NO'}; "
+                          "use checkpoint.save_checkpoint, which saves a plain optimizer.pt.")
+
+
+def unwrapped_full_model(accelerator, model):
+    """The unwrapped model with full weights in every parameter, for training_main to return. Collective.
+
+    Under ZeRO-3 `accelerator.unwrap_model` gives a module whose parameters are empty partitions; here they
+    are gathered for good and the engine's hooks removed, so the module runs and saves like a plain one
+    (the engine must not train any further)."""
+    module = accelerator.unwrap_model(model)
+    if _kind(accelerator) != "DEEPSPEED" or not _engine(accelerator, model).zero_optimization_partition_weights():
+        return module
+    import deepspeed
+
+    params = list(module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        full = [p.data.detach().clone() for p in params]
+    _engine(accelerator, model).destroy()  # removes ZeRO-3's fetch/release hooks from the module
+    for param, data in zip(params, full):
+        param.data = data
+    return module
+
+
+def has_sharded_state(training_state_dir: str) -> bool:
+    return any(os.path.isdir(os.path.join(training_state_dir, d)) for d in (DEEPSPEED_DIR, FSDP_OPTIMIZER_DIR))
+
+
+def load_sharded_state(accelerator, model, optimizer, training_state_dir: str) -> None:
+    """Read back what save_sharded_state wrote, into the prepared model/optimizer. Collective."""
+    kind = _kind(accelerator)
+    deepspeed_dir = os.path.join(training_state_dir, DEEPSPEED_DIR)
+    fsdp_dir = os.path.join(training_state_dir, FSDP_OPTIMIZER_DIR)
+    if kind == "DEEPSPEED" and os.path.isdir(deepspeed_dir):
+        path, _ = _engine(accelerator, model).load_checkpoint(
+            training_state_dir, tag=DEEPSPEED_DIR, load_module_strict=True, load_optimizer_states=True,
+            load_lr_scheduler_states=False)
+        if path is None:
+            raise CheckpointError(f"DeepSpeed could not load {deepspeed_dir} (saved with another world size or "
+                                  "ZeRO stage?); resume with the same launch settings, or use --mode finetune.")
+        return
+    if kind == "FSDP" and os.path.isdir(fsdp_dir):
+        if model is None:
+            raise CheckpointError("Loading an FSDP training state needs the prepared model; pass model= to "
+                                  "checkpoint.load_training_state.")
+        from accelerate.utils import load_fsdp_optimizer
+
+        load_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, fsdp_dir)
+        return
+    saved = DEEPSPEED_DIR if os.path.isdir(deepspeed_dir) else FSDP_OPTIMIZER_DIR
+    raise CheckpointError(f"{training_state_dir} holds a {saved} training state but this run uses "
+                          f"{kind or 'plain DDP'}: resume with the engine it was saved with, or use --mode finetune "
+                          "(weights only).")
