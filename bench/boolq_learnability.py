@@ -18,12 +18,15 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from boolq_data import make_boolq_rows  # noqa: E402
+from boolq_data import QUESTION_TYPES, make_boolq_rows  # noqa: E402
+
+
+PADDING = "longest"
 
 
 def encode(tok, rows, max_len):
     enc = tok([r["passage"] for r in rows], [r["question"] for r in rows], max_length=max_len,
-              truncation="only_first", padding="longest", return_tensors="pt")
+              truncation="only_first", padding=PADDING, return_tensors="pt")
     enc["labels"] = torch.tensor([int(r["answer"]) for r in rows])
     return enc
 
@@ -31,6 +34,8 @@ def encode(tok, rows, max_len):
 def question_type(question: str) -> str:
     words = question.split()
     if "before" in words or "after" in words:
+        return "before"
+    if words[-2:-1] == ["in"]:
         return "year"
     return "material" if "made" in words else "trade" if "by" in words else "color"
 
@@ -65,12 +70,17 @@ def main():
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
-    p.add_argument("--n-buildings", type=int, default=2)
+    p.add_argument("--n-buildings", type=int, default=1)
+    p.add_argument("--question-types", nargs="+", default=None, help="default: the generator's default")
+    p.add_argument("--pad-to-max", action="store_true", help="pad every row to --max-len (as SAT's example does)")
     a = p.parse_args()
+    global PADDING
+    PADDING = "max_length" if a.pad_to_max else "longest"
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    train = make_boolq_rows(a.n_train, a.seed, a.n_buildings)
-    valid = make_boolq_rows(a.n_valid, a.seed + 1_000_003, a.n_buildings)
+    kinds = a.question_types or QUESTION_TYPES
+    train = make_boolq_rows(a.n_train, a.seed, a.n_buildings, kinds)
+    valid = make_boolq_rows(a.n_valid, a.seed + 1_000_003, a.n_buildings, kinds)
     tok = AutoTokenizer.from_pretrained(a.model)
     model = BertForSequenceClassification.from_pretrained(a.model, num_labels=2)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
@@ -95,7 +105,7 @@ def main():
                       "val_acc={:.3f} ({})".format(*accuracy(model, tok, valid, a.max_len)), flush=True)
     train_s = time.time() - start
     acc, detail = accuracy(model, tok, valid, a.max_len)
-    print(f"RESULT steps={step} batch={a.batch_size} train_s={train_s:.0f} s/step={train_s / max(step, 1):.2f} "
+    print(f"RESULT seed={a.seed} lr={a.lr} padding={PADDING} steps={step} batch={a.batch_size} train_s={train_s:.0f} s/step={train_s / max(step, 1):.2f} "
           f"val_acc={acc:.3f} ({detail}; n_valid={len(valid)}, eval_s={time.time() - start - train_s:.0f})")
 
 

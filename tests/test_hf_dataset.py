@@ -341,3 +341,9 @@ def test_main_process_builds_first_others_read_its_cache(tmp_path):
     assert set(log.read_text().split()) == {"0"}  # only rank 0 ran process_fn
     results = [json.loads((cache / f"result{r}.json").read_text()) for r in (0, 1)]
     assert results[0] == results[1] == [[r["n"], 2 * r["n"]] for r in ROWS]
+
+
+def test_public_import_path():
+    import sat_accel
+
+    assert sat_accel.load_hf_dataset is load_hf_dataset

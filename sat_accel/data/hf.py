@@ -43,7 +43,7 @@ DEFAULT_SPLIT = "train"
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 PROCESSED_DIRNAME = "sat_accel_processed"
 # Below this many rows per worker, multi-process map costs more (process start, pickling) than it saves.
-MIN_ROWS_PER_PROC = 20_000
+MIN_ROWS_PER_PROC = 50_000
 MAX_PROC = 8
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -279,8 +279,9 @@ def _load_local(path: Path, raw_root: Path) -> Dataset:
         raise DataError(
             f"Unsupported data file {str(path)!r}; use one of {', '.join(sorted(LOCAL_BUILDERS))} or a save_to_disk folder."
         )
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(raw_root))
+    reader = {"json": Dataset.from_json, "csv": Dataset.from_csv, "parquet": Dataset.from_parquet}[builder]
+    try:  # not load_dataset: it pings the hub (download counts) even for local files unless offline is set
+        return reader(str(path), cache_dir=str(raw_root))
     except (ValueError, DatasetGenerationError) as exc:
         if "corresponds to no data" in str(exc):
             raise DataError(f"Dataset {str(path)!r} has 0 rows; check the file contents.") from exc

@@ -59,11 +59,20 @@ def check_launch_environment(args: argparse.Namespace, has_gpu: bool) -> None:
         raise ConfigError(f"The accelerate config sets gradient_accumulation_steps {launcher_ga} but "
                           f"--gradient-accumulation-steps is {args.gradient_accumulation_steps}: make them equal "
                           "(or drop the key from the yaml; the flag decides).")
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if has_gpu and local > torch.cuda.device_count():
-        raise ConfigError(f"The launcher started {local} processes on this machine but only "
-                          f"{torch.cuda.device_count()} GPU(s) are visible: set num_processes to the GPU count "
-                          "(times num_machines) in the accelerate config, or fix CUDA_VISIBLE_DEVICES.")
+    _check_gpus_per_machine(has_gpu)
+
+
+def _check_gpus_per_machine(has_gpu: bool) -> None:
+    """More local processes than GPUs: Accelerate would put two ranks on one GPU (index modulo count)."""
+    local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count() if has_gpu else 0
+    if not has_gpu or local <= gpus:
+        return
+    message = (f"The launcher started {local} processes on this machine but only {gpus} GPU(s) are visible")
+    if gpus > 1:  # every process sees the same GPUs: ranks would share them
+        raise ConfigError(message + ": set num_processes to the GPU count (times num_machines) in the accelerate "
+                          "config, or fix CUDA_VISIBLE_DEVICES.")
+    # One visible GPU may be a launcher that binds one GPU per process (fine), so only warn.
+    logger.warning("%s; unless your launcher binds one GPU per process, set num_processes to the GPU count.", message)
 
 
 def build_accelerator(args: argparse.Namespace) -> Accelerator:

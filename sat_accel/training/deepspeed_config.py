@@ -181,16 +181,16 @@ def owned_values(args: argparse.Namespace, stage: int, precision: str) -> dict[s
     return owned
 
 
-def _stage(args: argparse.Namespace, sources: list[tuple[str, dict]], problems: list[str]) -> int:
-    """--zero-stage when given, else the (single) stage the config sources agree on, else 0."""
+def _stage(args: argparse.Namespace, sources: list[tuple[str, dict]]) -> int:
+    """--zero-stage when given, else the stage a config source sets (disagreements are reported by
+    _source_conflicts), else 0."""
     if args.zero_stage > 0:
         return args.zero_stage
-    stages = {(name, get_dotted(cfg, "zero_optimization.stage")) for name, cfg in sources}
-    stages = {(n, s) for n, s in stages if s not in (None, AUTO)}
-    if len({s for _, s in stages}) > 1:
-        problems.append("the config sources disagree on the ZeRO stage: "
-                        + ", ".join(f"{n} says {s}" for n, s in sorted(stages)) + ".")
-    return int(next(iter(stages))[1]) if stages else 0
+    for _, config in sources:
+        stage = get_dotted(config, "zero_optimization.stage")
+        if stage not in (None, AUTO):
+            return int(stage)
+    return 0
 
 
 def _source_conflicts(sources: list[tuple[str, dict]]) -> list[str]:
@@ -233,7 +233,7 @@ def build_config(args: argparse.Namespace, precision: str, world_size: int | Non
     world_size = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     sources = config_sources(args)
     problems = _source_conflicts(sources)
-    stage = _stage(args, sources, problems)
+    stage = _stage(args, sources)
     owned = owned_values(args, stage, precision)
     problems += _flag_conflicts(owned, sources, world_size)
     if problems:
@@ -289,7 +289,8 @@ def build_plugin(args: argparse.Namespace, has_gpu: bool, precision: str | None 
     # clipping on): write every value explicitly.
     for key, value in flatten(config).items():
         set_dotted(plugin.deepspeed_config, key, value)
-    logger.info("DeepSpeed config: %s", json.dumps(plugin.deepspeed_config, sort_keys=True, default=str))
+    if os.environ.get("RANK", "0") == "0":
+        logger.info("DeepSpeed config: %s", json.dumps(plugin.deepspeed_config, sort_keys=True, default=str))
     return plugin
 
 

@@ -76,11 +76,20 @@ def unwrapped_full_model(accelerator, model):
     import deepspeed
 
     params = list(module.parameters())
+    engine = _engine(accelerator, model)
+    engine.destroy()  # removes ZeRO-3's fetch/release hooks from the module's layers
+    for name in ("module_forward_pre_hook", "module_forward_post_hook"):  # the engine's own, on the module
+        handle = getattr(engine, name, None)
+        if handle is not None:
+            handle.remove()
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         full = [p.data.detach().clone() for p in params]
-    _engine(accelerator, model).destroy()  # removes ZeRO-3's fetch/release hooks from the module
+        for sub in module.modules():
+            # ZeRO-3 swapped each _parameters dict for one that all-gathers on access inside forward; a
+            # plain dict again (while every parameter is available, so nothing is gathered) ends that.
+            sub._parameters = dict(sub._parameters.items())
     for param, data in zip(params, full):
-        param.data = data
+        param.data = data  # leaving the context re-partitioned them: put the full tensors back for good
     return module
 
 
