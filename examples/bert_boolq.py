@@ -48,7 +48,7 @@ HEAD_INIT_STD = 0.02
 # docs/example_boolq.md. The model-size flags only shape the random fallback model; a pretrained model's
 # model_config.json overrides them.
 RECIPE_DEFAULTS: dict[str, Any] = dict(
-    experiment_name="finetune-bert-boolq", mode="finetune", train_iters=100, batch_size=16, lr=1e-4,
+    experiment_name="finetune-bert-boolq", mode="finetune", train_iters=150, batch_size=16, lr=1e-4,
     lr_decay_style="cosine", warmup=0.05, weight_decay=0.01, eval_interval=50, eval_batch_size=50,
     strict_eval=True, split="1", log_interval=10, save="checkpoints", save_interval=100000,
     summary_dir="runs", num_layers=4, hidden_size=256, num_attention_heads=4,

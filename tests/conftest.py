@@ -8,6 +8,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def sat_log(caplog):
+    """caplog that also sees sat_accel's logger (training_main stops it propagating to the root logger)."""
+    logger = logging.getLogger("sat_accel")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="sat_accel")
+    yield caplog
+    logger.removeHandler(caplog.handler)

@@ -40,16 +40,6 @@ def accelerator():
     return Accelerator(cpu=True)
 
 
-@pytest.fixture
-def sat_log(caplog):
-    """caplog that also sees sat_accel's logger (training_main stops it propagating to the root logger)."""
-    logger = logging.getLogger("sat_accel")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="sat_accel")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def _args(**kw):
     base = dict(no_save_optim=False, save_total_limit=None, max_shard_size="5GB", num_layers=2, hidden_size=6)
     base.update(kw)

@@ -202,3 +202,23 @@ def test_world_size_mismatch_names_the_numbers(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match="started 4 processes .* Accelerate sees 2"):
         acc_mod.check_world_size(SimpleNamespace(num_processes=2))
+
+
+def test_a_precision_section_from_a_file_is_enabled_by_the_flag(tmp_path):
+    """A file's fp16 loss-scale settings without 'enabled' must not leave fp16 off under --fp16."""
+    path = write_json(tmp_path, {"fp16": {"loss_scale_window": 200}})
+    config = dsc.build_config(args_for("--deepspeed_config", path, "--fp16"), "fp16")
+    assert config["fp16"] == {"loss_scale_window": 200, "enabled": True}
+    assert "bf16" not in config   # absent sections are left to Accelerate's set_mixed_precision
+
+
+def test_one_visible_gpu_with_more_processes_only_warns(monkeypatch, caplog):
+    """A launcher may bind one GPU per process; Accelerate would otherwise share it, so we only warn."""
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setattr(acc_mod.torch.cuda, "device_count", lambda: 1)
+    acc_mod.logger.addHandler(caplog.handler)   # sat_accel's logger may not propagate to the root logger
+    try:
+        acc_mod.check_launch_environment(args_for(), has_gpu=True)
+    finally:
+        acc_mod.logger.removeHandler(caplog.handler)
+    assert "started 4 processes on this machine but only 1 GPU" in caplog.text

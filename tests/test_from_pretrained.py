@@ -29,16 +29,6 @@ class ClassifierBert(BertModel):
         self.add_mixin("classification_head", MLPHeadMixin(args.hidden_size, 8, 1))
 
 
-@pytest.fixture
-def sat_log(caplog):
-    """caplog that also sees sat_accel's logger (training_main stops it propagating to the root logger)."""
-    logger = logging.getLogger("sat_accel")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="sat_accel")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 @pytest.fixture(scope="module")
 def bert():
     torch.manual_seed(0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -191,14 +192,40 @@ def test_default_cache_dir_is_under_hf_datasets_cache(tmp_path, monkeypatch):
     assert any((tmp_path / "hfcache" / hf.PROCESSED_DIRNAME).iterdir())
 
 
-def test_offline_hub_dataset_not_cached_fails_fast(tmp_path, monkeypatch):
+def online_env_without_sockets(monkeypatch) -> list:
+    """No offline switch anywhere; socket connections fail and are recorded (libraries may swallow the error)."""
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    attempts = []
+
+    def refuse(sock, address, *args):
+        attempts.append(address)
+        raise OSError(f"test forbids network access to {address}")
+
+    def refuse_lookup(host, *args, **kwargs):
+        attempts.append(host)
+        raise socket.gaierror(f"test forbids looking up {host}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)
+    return attempts
+
+
+def test_offline_flag_alone_never_opens_a_socket(tmp_path, monkeypatch):
+    attempts = online_env_without_sockets(monkeypatch)
+    src = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    ds = load_hf_dataset(str(src), double, columns=["label"], cache_dir=str(tmp_path / "c"), offline=True)
+    assert len(ds) == 6 and attempts == []
+
+
+def test_offline_hub_dataset_not_cached_fails_fast(tmp_path, monkeypatch):
+    attempts = online_env_without_sockets(monkeypatch)
     start = time.monotonic()
     with pytest.raises(DataError) as err:
         load_hf_dataset("hf://google/boolq/validation", double, cache_dir=str(tmp_path), offline=True)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 5 and attempts == []
     msg = str(err.value)
     assert "offline" in msg and "'google/boolq' (no subset, split 'validation')" in msg and "local" in msg
 

@@ -5,7 +5,6 @@ never interrupted (CPU fp32, same thread count). The model uses dropout, so the 
 This file is also the training script the subprocess tests start: `python tests/test_resume.py ...`.
 """
 import glob
-import logging
 import os
 import random
 import signal
@@ -37,16 +36,6 @@ class DropoutMLP(torch.nn.Module):
 
     def forward(self, x):
         return self.out(F.dropout(F.gelu(self.norm(self.inp(x))), p=0.3, training=self.training))
-
-
-@pytest.fixture
-def sat_log(caplog):
-    """caplog that also sees sat_accel's logger (training_main stops it propagating to the root logger)."""
-    logger = logging.getLogger("sat_accel")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="sat_accel")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def forward_step(data_iterator, model, args, timers):

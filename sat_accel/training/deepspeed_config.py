@@ -177,7 +177,7 @@ def owned_values(args: argparse.Namespace, stage: int, precision: str) -> dict[s
     }
     if stage == 3:  # model.safetensors is the consolidated model: ZeRO-3 must gather it
         owned["zero_optimization.stage3_gather_16bit_weights_on_model_save"] = (
-            "sat_accel's consolidated model.safetensors", True)
+            "sat_accel (ZeRO-3 must gather the weights for model.safetensors)", True)
     return owned
 
 
@@ -244,7 +244,9 @@ def build_config(args: argparse.Namespace, precision: str, world_size: int | Non
     for _, source in sources:
         config = deep_merge(config, source)
     for key, (_, value) in owned.items():
-        if not key.endswith(".enabled"):  # precision sections are written by Accelerate's set_mixed_precision
+        # A precision section from a file gets its 'enabled' from the flag; an absent one is added by
+        # Accelerate's set_mixed_precision (its defaults, e.g. fp16 auto_cast).
+        if not key.endswith(".enabled") or key.split(".")[0] in config:
             set_dotted(config, key, value)
     _fill_hidden_size_autos(config, getattr(args, "hidden_size", None))
     return config
@@ -285,8 +287,8 @@ def build_plugin(args: argparse.Namespace, has_gpu: bool, precision: str | None 
         # Models are built after the Accelerator: zero.Init would partition transformers models before
         # --load can fill them. ACCELERATE_DEEPSPEED_ZERO3_INIT=true (yaml zero3_init_flag) still turns it on.
         zero3_init_flag=zero["stage"] == 3 and _env_true("ACCELERATE_DEEPSPEED_ZERO3_INIT"))
-    # The plugin's own config lacks our keys (and with gradient_clipping=0 it leaves DeepSpeed's default
-    # clipping on): write every value explicitly.
+    # The plugin's own config lacks our keys and writes gradient_clipping only when it is truthy (0 would
+    # leave the choice to Accelerate/DeepSpeed defaults): write every value explicitly.
     for key, value in flatten(config).items():
         set_dotted(plugin.deepspeed_config, key, value)
     if os.environ.get("RANK", "0") == "0":

@@ -48,7 +48,7 @@ def _engine(accelerator, model=None):
 
 def save_sharded_state(accelerator, model, optimizer, training_state_dir: str) -> list[str]:
     """Write this rank's share of the optimizer (and ZeRO-3 weights) under `training_state_dir`.
-    Returns the folder written. Collective."""
+    Returns the folders written. Collective."""
     kind = _kind(accelerator)
     if kind == "DEEPSPEED":
         _engine(accelerator, model).save_checkpoint(training_state_dir, tag=DEEPSPEED_DIR, client_state={},
@@ -71,12 +71,13 @@ def unwrapped_full_model(accelerator, model):
     are gathered for good and the engine's hooks removed, so the module runs and saves like a plain one
     (the engine must not train any further)."""
     module = accelerator.unwrap_model(model)
-    if _kind(accelerator) != "DEEPSPEED" or not _engine(accelerator, model).zero_optimization_partition_weights():
-        return module
+    wrapped = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    engine = model if hasattr(model, "zero_optimization_partition_weights") else getattr(wrapped, "engine", None)
+    if _kind(accelerator) != "DEEPSPEED" or engine is None or not engine.zero_optimization_partition_weights():
+        return module  # nothing is partitioned (also: a model prepared for evaluation only)
     import deepspeed
 
     params = list(module.parameters())
-    engine = _engine(accelerator, model)
     engine.destroy()  # removes ZeRO-3's fetch/release hooks from the module's layers
     for name in ("module_forward_pre_hook", "module_forward_post_hook"):  # the engine's own, on the module
         handle = getattr(engine, name, None)
