@@ -378,7 +378,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for results")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (checks the plumbing only)")
     parser.add_argument("--budget", type=float, default=270, help="seconds for all cases together (mode all)")
-    opts = parser.parse_args()
+    opts = parser.parse_intermixed_args()  # `all --out D --smoke fsdp bf16` works too
     out = Path(opts.out)
     if opts.mode == "case":
         run_case(opts.names[0], out, opts.smoke)

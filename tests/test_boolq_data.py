@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import boolq_data  # noqa: E402
-from boolq_data import make_boolq_rows, write_boolq_jsonl  # noqa: E402
+from boolq_data import write_boolq_jsonl  # noqa: E402
 
 from sat_accel.data.hf import load_hf_dataset  # noqa: E402
 

@@ -10,8 +10,9 @@ from sat_accel.errors import ConfigError
 from sat_accel.training import accelerator as acc_mod
 from sat_accel.training import deepspeed_config as dsc
 
-LAUNCHER_VARS = ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
-                 "ACCELERATE_GRADIENT_CLIPPING", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+LAUNCHER_VARS = ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+                 "ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "ACCELERATE_GRADIENT_CLIPPING",
+                 "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
                  "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL",
                  "ACCELERATE_DEEPSPEED_CONFIG_FILE", "ACCELERATE_CONFIG_DS_FIELDS", "ACCELERATE_MIXED_PRECISION",
                  "ACCELERATE_USE_FSDP", "ACCELERATE_DEEPSPEED_ZERO3_INIT", "WORLD_SIZE", "LOCAL_WORLD_SIZE"]
@@ -142,7 +143,8 @@ def test_accelerate_yaml_values_follow_the_same_rule(monkeypatch):
 def test_yaml_and_file_that_disagree_are_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     path = write_json(tmp_path, {"zero_optimization": {"stage": 3}})
-    with pytest.raises(ConfigError, match="the accelerate config sets zero_optimization.stage=2 but --deepspeed_config .* sets 3"):
+    with pytest.raises(ConfigError,
+                       match="the accelerate config sets zero_optimization.stage=2 but --deepspeed_config .* sets 3"):
         dsc.build_config(args_for("--deepspeed_config", path), "no")
 
 
@@ -158,7 +160,8 @@ def test_yaml_with_both_a_config_file_and_keys_is_an_error(monkeypatch, tmp_path
 def test_deepspeed_yaml_without_deepspeed_installed(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     real_find_spec = dsc.importlib.util.find_spec
-    monkeypatch.setattr(dsc.importlib.util, "find_spec", lambda name: None if name == "deepspeed" else real_find_spec(name))
+    monkeypatch.setattr(dsc.importlib.util, "find_spec",
+                        lambda name: None if name == "deepspeed" else real_find_spec(name))
     with pytest.raises(ConfigError, match=r"pip install 'sat-accel\[deepspeed\]'"):
         dsc.build_plugin(args_for(), has_gpu=False)
 

@@ -224,7 +224,8 @@ def _load_raw(path: str, sources: list[Source], raw_root: Path, offline: bool) -
     tried = "; ".join(failures)
     if offline:
         raise DataError(
-            f"Dataset {path!r} is not cached and offline mode is on (looked for {tried}, in {raw_root}); "
+            f"Dataset {path!r} is not cached and offline mode is on (looked for {tried}; in "
+            f"{' and '.join(_cache_roots(raw_root))}); "
             f"load it once online with the same cache_dir, or save it to a local .jsonl/.parquet file or a "
             f"save_to_disk folder and pass that path instead."
         )
@@ -246,9 +247,8 @@ def _load_hub_cached(source: HubSource, raw_root: Path) -> Dataset:
     """A hub dataset from datasets' cache only, with no network call and no global offline switch."""
     from datasets.packaged_modules.cache.cache import Cache
 
-    roots = dict.fromkeys([str(raw_root), str(datasets.config.HF_DATASETS_CACHE)])
     error: Exception = FileNotFoundError("not in the datasets cache")
-    for root in roots:
+    for root in _cache_roots(raw_root):
         try:
             builder = Cache(cache_dir=root, repo_id=source.repo, dataset_name=source.repo.split("/")[-1],
                             config_name=source.subset, version="auto", hash="auto")
@@ -256,6 +256,11 @@ def _load_hub_cached(source: HubSource, raw_root: Path) -> Dataset:
         except (FileNotFoundError, ValueError) as exc:
             error = exc
     raise error
+
+
+def _cache_roots(raw_root: Path) -> list[str]:
+    """Where offline lookups search datasets' download cache: cache_dir, then HF_DATASETS_CACHE."""
+    return list(dict.fromkeys([str(raw_root), str(datasets.config.HF_DATASETS_CACHE)]))
 
 
 def _load_local(path: Path, raw_root: Path) -> Dataset:

@@ -14,7 +14,7 @@ from accelerate.utils import broadcast_object_list
 
 from ..arguments import set_random_seed
 from ..errors import ConfigError
-from . import checkpoint
+from . import checkpoint, sharded_state
 from .accelerator import build_accelerator
 from .logging import RunReporter, configure_console_logging
 from .loop import Hooks, Run, evaluate_and_report, save, train
@@ -58,7 +58,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     finally:
         reporter.close()
     accelerator.wait_for_everyone()
-    return accelerator.unwrap_model(run.model)
+    return sharded_state.unwrapped_full_model(accelerator, run.model)
 
 
 def shared_experiment_name(args: argparse.Namespace) -> str:
@@ -124,7 +124,8 @@ def train_if_asked(run: Run, load_dir: str | None) -> str | None:
 def resume(run: Run, load_dir: str) -> bool:
     """Full training state (RNG included) when the checkpoint has it; else SAT's weights-only resume with a
     re-warmup. Returns whether the RNG state was restored."""
-    state = checkpoint.load_training_state(run.accelerator, load_dir, run.optimizer, run.lr_scheduler)
+    state = checkpoint.load_training_state(run.accelerator, load_dir, run.optimizer, run.lr_scheduler,
+                                             model=run.model)
     if state is not None:
         run.progress.load_state_dict(state)
         return True
