@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 import tiny_task  # noqa: E402
 from launch import assert_bitwise, assert_same_training, command, launch_env, run_tiny  # noqa: E402
@@ -266,6 +266,7 @@ def main() -> None:
     out = _pop(argv, "--out")
     if _pop(argv, "--gather-check", is_switch=True):
         gather_check(argv, out)
+        tiny_task.exit_worker()
     else:
         fault, model_name = _pop(argv, "--fault", "none"), _pop(argv, "--model", "tiny")
         fault_rank, fault_iter = int(_pop(argv, "--fault-rank", 0)), int(_pop(argv, "--fault-iter", 0))
@@ -278,15 +279,7 @@ def main() -> None:
             model_cls, step, step_eval = tiny_task.TinyTransformer, tiny_task.forward_step, tiny_task.forward_step_eval
         model = training_main(args, model_cls, _faulty(step, fault, fault_rank, fault_iter), tiny_task.create_dataset,
                               forward_step_eval=step_eval, handle_metrics_function=tiny_task.handle_metrics)
-        if args.rank == 0:
-            state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            save_file(state, os.path.join(out, "final.safetensors"))
-            Path(out, "DONE").write_text(args.experiment_name)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        tiny_task.finish_worker(args, model, out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tiny_task  # noqa: E402
 from launch import launch_env  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 COMMON = ["--train-data", "tiny:256", "--split", "1", "--batch-size", "8", "--lr", "5e-3", "--train-iters", "24",
           "--save-interval", "6", "--log-interval", "6", "--num-workers", "0", "--warmup", "0.25",
@@ -172,14 +172,7 @@ def main() -> None:
     argv = sys.argv[1:]
     out = argv[argv.index("--out") + 1]
     args, model = train(argv[: argv.index("--out")] + argv[argv.index("--out") + 2:])
-    if args.rank == 0:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "final.safetensors"))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
+    tiny_task.finish_worker(args, model, out)
 
 if __name__ == "__main__":
     main()

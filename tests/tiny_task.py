@@ -83,3 +83,29 @@ def read_metrics(path) -> list[dict]:
 
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
+
+
+def finish_worker(args, model, out) -> None:
+    """End of a launched test script: rank 0 writes <out>/final.safetensors and <out>/DONE, every rank
+    meets at a barrier and leaves with os._exit(0), because gloo can abort at interpreter exit."""
+    import os
+
+    from safetensors.torch import save_file
+
+    if args.rank == 0:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "final.safetensors"))
+        with open(os.path.join(out, "DONE"), "w", encoding="utf-8") as handle:
+            handle.write(args.experiment_name)
+    exit_worker()
+
+
+def exit_worker() -> None:
+    """Barrier, flush, os._exit(0): a launched worker's clean way out."""
+    import os
+    import sys
+
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

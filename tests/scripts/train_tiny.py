@@ -6,9 +6,6 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
 import tiny_task  # noqa: E402
 from sat_accel import get_args, training_main  # noqa: E402
 
@@ -24,16 +21,7 @@ def main() -> None:
     args = get_args(argv + ["--summary-dir", out, "--experiment-name", "run", "--no-progress"])
     model = training_main(args, getattr(tiny_task, model_name), tiny_task.forward_step, tiny_task.create_dataset,
                           forward_step_eval=tiny_task.forward_step_eval, handle_metrics_function=tiny_task.handle_metrics)
-    if args.rank == 0:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "final.safetensors"))
-        with open(os.path.join(out, "DONE"), "w") as handle:
-            handle.write(args.experiment_name)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
+    tiny_task.finish_worker(args, model, out)
 
 if __name__ == "__main__":
     main()
