@@ -63,7 +63,8 @@ class ClassificationModel(BertModel):
 
     def __init__(self, args: argparse.Namespace, transformer=None, **kwargs: Any):
         super().__init__(args, transformer=transformer, **kwargs)
-        self.del_mixin("bert-final")
+        if "bert-final" in self.mixins:  # headless checkpoints are built without it
+            self.del_mixin("bert-final")
         # init_std 0.02, not SAT's 0.005: with Adam a tinier readout drifts faster relative to its size, and
         # MiniLM then sat at chance for 150+ steps where 0.02 learnt in ~80 (docs/example_boolq.md).
         self.add_mixin("classification_head", MLPHeadMixin(self.transformer.arch["hidden_size"], 2048, 1,
@@ -272,7 +273,8 @@ def build_model(args: argparse.Namespace) -> tuple[ClassificationModel, argparse
 
 def _has_tokenizer_files(folder: str) -> bool:
     folder = os.path.expanduser(folder)
-    return any(os.path.isfile(os.path.join(folder, f)) for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"))
+    names = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
+    return any(os.path.isfile(os.path.join(folder, name)) for name in names)
 
 
 # ---------------------------------------------------------------- forward steps and metrics

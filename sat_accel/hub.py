@@ -101,7 +101,11 @@ def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> 
         hf_config = json.load(f)
     arch_args = hf_bert.hf_bert_config_to_args(hf_config)  # raises for unsupported architectures
     state = hf_bert.hf_to_sat_bert(read_hf_weights(src), arch_args)
-    return save_model_folder(dst, state, {"model_class": "BertModel", **arch_args}, max_shard_size)
+    # A headless checkpoint (HF BertModel) has no MLM head: record it so that loading, also in inference
+    # mode, builds the model without one instead of reporting its weights missing.
+    mlm_head = any(key.startswith("mixins.bert-final.") for key in state)
+    config = {"model_class": "BertModel", **arch_args, "mlm_head": mlm_head}
+    return save_model_folder(dst, state, config, max_shard_size)
 
 
 def read_hf_weights(folder: str) -> dict[str, torch.Tensor]:

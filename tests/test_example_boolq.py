@@ -8,7 +8,6 @@ losses after an intended change of the example, the training stack or torch:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os

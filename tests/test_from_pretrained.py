@@ -235,6 +235,20 @@ def test_hf_folder_is_converted_once_and_matches_transformers(hf_folder, tmp_pat
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
 
 
+def test_headless_hf_bert_loads_in_inference_mode(tmp_path):
+    config = transformers.BertConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=1,
+                                     intermediate_size=37, max_position_embeddings=16, vocab_size=50)
+    config.architectures = ["BertModel"]
+    hf = transformers.BertModel(config, add_pooling_layer=False).eval()
+    hf.save_pretrained(str(tmp_path / "headless"))
+    model, args = AutoModel.from_pretrained(str(tmp_path / "headless"), home_path=str(tmp_path / "home"))
+    assert "bert-final" not in model.mixins and args.mlm_head is False
+    batch = _batch()
+    with torch.no_grad():
+        hidden = model.encode(**batch)
+    torch.testing.assert_close(hidden, hf(**batch).last_hidden_state, atol=1e-5, rtol=0)
+
+
 def test_convert_cli(hf_folder, tmp_path):
     folder, hf = hf_folder
     assert convert_main([folder, str(tmp_path / "sat-bert")]) == 0

@@ -127,3 +127,12 @@ def test_dataset_smaller_than_global_batch_wraps(tmp_path):
     training_main(_args(tmp_path, "--train-data", "tiny:5", "--train-iters", "10"), tiny_task.TinyModel,
                   tiny_task.forward_step, tiny_task.create_dataset)
     assert _metrics(tmp_path)[-1]["iteration"] == 10
+
+
+def test_token_count_excludes_padding():
+    from sat_accel.training.hooks import count_tokens
+
+    ids = torch.ones(2, 5, dtype=torch.long)
+    assert count_tokens({"input_ids": ids}) == 10
+    assert count_tokens({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])}) == 5
+    assert count_tokens({"x": ids}) == 0

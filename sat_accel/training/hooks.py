@@ -15,7 +15,7 @@ class CountingIterator:
     """Wraps a loader iterator: moves each batch to the device and counts micro-batches pulled.
 
     The count is the data position used for exact resume (DataLoader workers prefetch ahead, so the
-    sampler's own position is not the truth). It also counts tokens of `input_ids` when present.
+    sampler's own position is not the truth). It also counts tokens for the tokens/s figure.
     """
 
     def __init__(self, iterator: Iterator, device: torch.device, start_count: int = 0):
@@ -30,9 +30,19 @@ class CountingIterator:
     def __next__(self) -> Any:
         batch = next(self.iterator)
         self.count += 1
-        if isinstance(batch, dict) and isinstance(batch.get("input_ids"), torch.Tensor):
-            self.tokens += batch["input_ids"].numel()
+        if isinstance(batch, dict):
+            self.tokens += count_tokens(batch)
         return send_to_device(batch, self.device, non_blocking=True)
+
+
+def count_tokens(batch: dict) -> int:
+    """Real tokens of a dict batch: the attention mask's ones when there is one (padding excluded), else
+    the size of `input_ids`; 0 when neither is there. Counted before the batch moves to the device, so it
+    costs no device sync."""
+    mask, ids = batch.get("attention_mask"), batch.get("input_ids")
+    if isinstance(mask, torch.Tensor) and isinstance(ids, torch.Tensor) and mask.shape == ids.shape:
+        return int(mask.sum())
+    return ids.numel() if isinstance(ids, torch.Tensor) else 0
 
 
 def _function_name(fn: Callable) -> str:

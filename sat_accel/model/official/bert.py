@@ -74,14 +74,17 @@ class BertModel(BaseModel):
         super().__init__(args, transformer=transformer, params_dtype=params_dtype, **kwargs)
         arch = self.transformer.arch
         num_types = self._model_specific.get("num_types") or 2
-        self.add_mixin("bert-final", BertFinalMixin(arch["vocab_size"], arch["hidden_size"],
-                                                    arch["layernorm_epsilon"], dtype=params_dtype))
+        if self._model_specific.get("mlm_head", True):  # False for headless checkpoints (HF BertModel)
+            self.add_mixin("bert-final", BertFinalMixin(arch["vocab_size"], arch["hidden_size"],
+                                                        arch["layernorm_epsilon"], dtype=params_dtype))
         self.add_mixin("bert-type", BertTypeMixin(num_types, arch["hidden_size"], dtype=params_dtype))
 
     @classmethod
     def add_model_specific_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        """``--num-types`` (token-type vocabulary, default 2)."""
+        """``--num-types`` (token-type vocabulary, default 2) and ``--no-mlm-head``."""
         group = parser.add_argument_group("BERT", "BERT configuration")
         group.add_argument("--num-types", type=int, default=2, help="number of token types (segments)")
+        group.add_argument("--no-mlm-head", dest="mlm_head", action="store_false",
+                           help="build without the 'bert-final' MLM head (headless checkpoints such as HF BertModel)")
         parser.set_defaults(layernorm_order="post", layernorm_epsilon=1e-12)
         return super().add_model_specific_args(parser)
