@@ -1,6 +1,6 @@
 """Per-step cost of the training loop: training_main vs a minimal Accelerate loop, HF Trainer and raw torch.
 
-The same model, data order, AdamW and clipping for every runner. A forward pre-hook stamps the time of
+The same model, data order, fused AdamW and clipping for every runner. A forward pre-hook stamps the time of
 every forward call; the per-step time is the median gap between consecutive calls after a warm-up,
 so set-up costs (process group, loaders, Trainer init) are excluded. Runners alternate within each
 round and ratios are taken within a round, because this machine drifts between rounds.
@@ -68,7 +68,7 @@ def make(cfg):
 
 def run_raw(cfg) -> float:
     model, data = make(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as Trainer and training_main
     for batch in torch.utils.data.DataLoader(data, batch_size=cfg["batch"]):
         loss = model(**batch)["loss"]
         loss.backward()
@@ -83,7 +83,7 @@ def run_accelerate(cfg) -> float:
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model, data = make(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as Trainer and training_main
     loader = torch.utils.data.DataLoader(data, batch_size=cfg["batch"])
     wrapped, opt, loader = accelerator.prepare(model, opt, loader)
     for batch in loader:

@@ -125,9 +125,12 @@ def agree_on_flags(run: Run, local_loss: torch.Tensor) -> bool:
     signal = float(run.stop_signal is not None and run.stop_signal.requested)
     limit = run.args.exit_duration_in_mins
     out_of_time = float(limit is not None and (time.time() - run.started) / 60.0 >= limit)
-    local = torch.tensor([0.0, signal, out_of_time], device=local_loss.device)
-    local[0] = (~torch.isfinite(local_loss)).float()
-    flags = run.accelerator.reduce(local, reduction="sum").cpu().tolist()
+    if run.accelerator.num_processes == 1:  # nothing to agree on: one host sync, no collective
+        flags = [float(not torch.isfinite(local_loss)), signal, out_of_time]
+    else:
+        local = torch.tensor([0.0, signal, out_of_time], device=local_loss.device)
+        local[0] = (~torch.isfinite(local_loss)).float()
+        flags = run.accelerator.reduce(local, reduction="sum").cpu().tolist()
     if flags[1] > 0:
         run.stop_reason = "signal"
     elif flags[2] > 0:

@@ -39,8 +39,12 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
     groups = param_groups(model, args.weight_decay)
     if not groups:
         raise ValueError("The model has no trainable parameters: unfreeze some or run with --train-iters 0.")
+    params = [p for group in groups for p in group["params"]]
+    # The fused kernel (one op per step instead of several per tensor) is what HF Trainer uses by default;
+    # it needs floating-point parameters on a device that has it.
+    fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(groups, lr=args.lr, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps,
-                             weight_decay=args.weight_decay)
+                             weight_decay=args.weight_decay, fused=fused or None)
 
 
 class AnnealingLR:
