@@ -181,6 +181,8 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         problems.append(f"--seed must be a positive integer (as in SAT), got {args.seed}.")
     if args.model_parallel_size != 1:
         problems.append("--model-parallel-size > 1 is not supported; use --zero-stage 3 or FSDP to shard a large model.")
+    if args.wandb and importlib.util.find_spec("wandb") is None:
+        problems.append("--wandb needs the wandb package, which is not installed: pip install 'sat-accel[wandb]'.")
     problems += _data_problems(args)
     problems += _deepspeed_problems(args)
     return problems

@@ -62,6 +62,15 @@ def test_zero_stage_without_deepspeed_says_how_to_install(monkeypatch):
         get_args(["--zero-stage", "2"])
 
 
+def test_wandb_without_the_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'sat-accel\[wandb\]'"):
+        get_args(["--wandb"])
+
+
 def test_launcher_environment(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")

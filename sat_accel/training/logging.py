@@ -117,9 +117,15 @@ def _start_trackers(args: argparse.Namespace) -> list[Any]:
     """TensorBoard at <summary-dir>/runs/<experiment> and wandb, through Accelerate's tracker classes."""
     trackers = []
     if args.summary_dir:
-        from accelerate.tracking import TensorBoardTracker
+        from accelerate.utils import is_tensorboard_available
 
-        trackers.append(TensorBoardTracker(args.experiment_name, os.path.join(args.summary_dir, "runs")))
+        if is_tensorboard_available():
+            from accelerate.tracking import TensorBoardTracker
+
+            trackers.append(TensorBoardTracker(args.experiment_name, os.path.join(args.summary_dir, "runs")))
+        else:
+            logger.warning("TensorBoard is not installed, so --summary-dir only gets metrics.jsonl; "
+                           "pip install 'sat-accel[tensorboard]' for event files.")
     if args.wandb:
         from accelerate.tracking import WandBTracker
 
