@@ -143,12 +143,14 @@ def _normalise_hf_keys(hf_state_dict: dict) -> dict:
     return out
 
 
-def _take(hf: dict, key: str) -> torch.Tensor:
+def _take(state: dict, key: str, from_sat: bool = False) -> torch.Tensor:
+    """Pop `key`, or say which weight is missing and what to check."""
     try:
-        return hf.pop(key)
+        return state.pop(key)
     except KeyError:
-        raise CheckpointError(f"HF BERT weights lack {key!r}; is this a BERT checkpoint with the "
-                              "layer count given in the config?") from None
+        what = ("sat_accel BERT weights", "is this a BertModel state dict with the num_layers given in its args?") \
+            if from_sat else ("HF BERT weights", "is this a BERT checkpoint with the layer count given in the config?")
+        raise CheckpointError(f"{what[0]} lack {key!r}; {what[1]}") from None
 
 
 def _hf_layer_count(hf: dict) -> int:
@@ -216,17 +218,18 @@ def sat_to_hf_bert(sat_state_dict: dict, sat_args: SatArgs) -> dict:
     num_layers = sat_args["num_layers"]
     heads = {}
     if f"{_HEAD}decoder.weight" in sat:
-        heads = {hf_key: _take_sat(sat, sat_key) for sat_key, hf_key in _head_pairs()}
-        decoder = _take_sat(sat, f"{_HEAD}decoder.weight")
-        bias = _take_sat(sat, f"{_HEAD}decoder.bias")
+        heads = {hf_key: _take(sat, sat_key, from_sat=True) for sat_key, hf_key in _head_pairs()}
+        decoder = _take(sat, f"{_HEAD}decoder.weight", from_sat=True)
+        bias = _take(sat, f"{_HEAD}decoder.bias", from_sat=True)
         heads.update({"cls.predictions.decoder.weight": decoder, "cls.predictions.bias": bias,
                       "cls.predictions.decoder.bias": bias.clone()})
         if not torch.equal(decoder, sat["transformer.word_embeddings.weight"]):
             logger.info("sat_accel -> HF BERT: the MLM decoder differs from the word embeddings; load it "
                         "with tie_word_embeddings=False (as sat_args_to_hf_bert_config sets) to keep both.")
-    trunk = {hf_key: _take_sat(sat, sat_key) for sat_key, hf_key in _pairs(num_layers)}
+    trunk = {hf_key: _take(sat, sat_key, from_sat=True) for sat_key, hf_key in _pairs(num_layers)}
     for i in range(num_layers):
-        qkv = {p: _take_sat(sat, f"transformer.layers.{i}.attention.query_key_value.{p}") for p in ("weight", "bias")}
+        qkv = {p: _take(sat, f"transformer.layers.{i}.attention.query_key_value.{p}", from_sat=True)
+               for p in ("weight", "bias")}
         for p, tensor in qkv.items():
             for name, part in zip(_QKV, tensor.chunk(3, dim=0)):
                 trunk[f"encoder.layer.{i}.attention.self.{name}.{p}"] = part.clone()
@@ -238,9 +241,3 @@ def sat_to_hf_bert(sat_state_dict: dict, sat_args: SatArgs) -> dict:
     return {**{f"bert.{k}": v for k, v in trunk.items()}, **heads}
 
 
-def _take_sat(sat: dict, key: str) -> torch.Tensor:
-    try:
-        return sat.pop(key)
-    except KeyError:
-        raise CheckpointError(f"sat_accel BERT weights lack {key!r}; is this a BertModel state dict with "
-                              "the num_layers given in its args?") from None
