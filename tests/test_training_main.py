@@ -31,6 +31,7 @@ def test_tiny_model_learns(tmp_path):
     assert train[-1]["acc"] > 0.85
     assert {"lr", "samples_per_s"} <= set(train[0])
     assert isinstance(model, tiny_task.TinyModel)
+    assert glob.glob(os.path.join(tmp_path, "runs", "t-*", "events.out.tfevents.*"))  # TensorBoard, SAT's folder
 
 
 def test_accepts_instance_pair_and_hf_model(tmp_path):
@@ -101,6 +102,7 @@ def test_bad_forward_step_results(tmp_path, returned, fragment):
         training_main(_args(tmp_path, "--train-iters", "1"), tiny_task.TinyModel, bad_forward,
                       tiny_task.create_dataset)
     assert fragment in str(err.value)
+    assert list(tmp_path.iterdir()) == []   # nothing written
 
 
 def test_nan_loss_skips_step_everywhere_and_stops_after_limit(tmp_path):

@@ -67,12 +67,9 @@ class RunReporter:
     def __init__(self, args: argparse.Namespace, is_main: bool):
         self.args = args
         self.is_main = is_main
-        self.trackers: list[Any] = []
+        self.trackers: list[Any] | None = None   # started with the first record: a failed start writes nothing
         self.progress = None
         self.jsonl_path = os.path.join(metrics_dir(args), "metrics.jsonl")
-        if is_main:
-            os.makedirs(os.path.dirname(self.jsonl_path), exist_ok=True)
-            self.trackers = _start_trackers(args)
 
     def start_progress(self, start: int, total: int) -> None:
         if self.is_main and not self.args.no_progress and sys.stdout.isatty() and total > start:
@@ -96,6 +93,9 @@ class RunReporter:
         """Append one metrics.jsonl line and send the values to the trackers with SAT's keys."""
         if not self.is_main:
             return
+        if self.trackers is None:
+            os.makedirs(os.path.dirname(self.jsonl_path), exist_ok=True)
+            self.trackers = _start_trackers(self.args)
         with open(self.jsonl_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"iteration": iteration, "split": split, **values}) + "\n")
         prefix = "Train/" if split == "train" else f"Train/{'valid' if split == 'valid' else 'test'}_"
@@ -108,9 +108,9 @@ class RunReporter:
         if self.progress is not None:
             self.progress.close()
             self.progress = None
-        for tracker in self.trackers:
+        for tracker in self.trackers or []:
             tracker.finish()
-        self.trackers = []
+        self.trackers = None
 
 
 def _start_trackers(args: argparse.Namespace) -> list[Any]:
