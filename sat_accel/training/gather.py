@@ -1,10 +1,11 @@
 """Collecting evaluation results across ranks without counting padding twice.
 
-Each eval batch comes with its number of real examples on this rank (`real`, 0..B; only the last
-strict batch can be short). The loss and scalar metrics are averaged weighted by `real` over all ranks.
-With handle_metrics_function the main process receives every metric from every rank: scalars stacked
-(one per rank and batch that had real examples), per-example tensors (first dim = batch size)
-truncated to `real` and concatenated. A metric is a scalar when it is 0-dimensional.
+Each eval batch comes with its number of real examples on this rank (`real`, 0..B). Strict batches hold
+real examples only (the last one may be short); a rank with none left gets one padding example and
+`real` 0, which counts for nothing. The loss and scalar metrics are averaged weighted by `real` over all
+ranks. With handle_metrics_function the main process receives every metric from every rank: scalars
+stacked (one per rank and batch that had real examples), per-example tensors concatenated.
+A metric is a scalar when it is 0-dimensional.
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from .hooks import ScalarAverager
 
 
 class EvalCollector:
-    def __init__(self, accelerator, batch_size: int):
+    def __init__(self, accelerator):
         self.accelerator = accelerator
-        self.batch_size = batch_size
         self.averager = ScalarAverager(accelerator.device)
         self.local: dict[str, list[torch.Tensor]] = {}
         self.scalar_names: set[str] = set()
@@ -35,8 +35,6 @@ class EvalCollector:
                 if real > 0:
                     self.local.setdefault(name, []).append(value.reshape(1).float().cpu())
             elif real > 0:
-                if value.dim() > 0 and value.shape[0] == self.batch_size and real < self.batch_size:
-                    value = value[:real]
                 self.local.setdefault(name, []).append(value.cpu())
             else:
                 self.local.setdefault(name, [])

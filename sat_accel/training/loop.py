@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from .gather import EvalCollector
 from .hooks import CountingIterator, ScalarAverager, call_forward_step
 from .logging import RunReporter, eval_log_line, train_log_line
 from .timers import Timers
@@ -86,7 +87,7 @@ def train_step(run: Run, iterator: CountingIterator, averager: ScalarAverager) -
     acc, args = run.accelerator, run.args
     local_loss = torch.zeros((), device=acc.device)
     finite = True
-    step_metrics: dict[str, torch.Tensor] = {}
+    step_metrics: dict[str, list[torch.Tensor]] = {}  # added only once the step is known to count
     for _ in range(args.gradient_accumulation_steps):
         with acc.accumulate(run.model):
             run.timers("forward").start()
@@ -239,8 +240,6 @@ def evaluate_and_report(run: Run, split: str, prefix: str) -> dict[str, float]:
 def evaluate(run: Run, split: str) -> tuple[float, dict[str, float]]:
     """Loss averaged over every rank's examples; scalar metrics weighted by examples, or whatever
     handle_metrics_function returns from everything gathered. Strict mode sees each example once."""
-    from .gather import EvalCollector
-
     args, loader = run.args, run.loaders[split]
     strict = bool(args.strict_eval)
     if strict:
@@ -249,7 +248,7 @@ def evaluate(run: Run, split: str) -> tuple[float, dict[str, float]]:
     else:
         iterator = data_iterator(run, split)
         steps = args.eval_iters
-    collector = EvalCollector(run.accelerator, args.eval_batch_size)
+    collector = EvalCollector(run.accelerator)
     was_training = run.model.training
     run.model.eval()
     with torch.no_grad():

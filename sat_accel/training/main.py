@@ -13,6 +13,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from ..arguments import set_random_seed
+from ..data.loaders import make_loaders
 from ..errors import ConfigError
 from . import checkpoint, sharded_state
 from .accelerator import build_accelerator
@@ -30,19 +31,19 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
                   forward_step_eval: Callable | None = None) -> torch.nn.Module:
     """Train `model_cls` (a class, an nn.Module, or the (model, args) pair from from_pretrained) with the
     user's forward_step on the datasets from create_dataset_function. Returns the unwrapped model."""
-    from ..data.loaders import make_loaders
-
     configure_console_logging()
     accelerator = build_accelerator(args)
     if accelerator.num_processes > 1:
         # Tear the process group down before interpreter shutdown: gloo can abort ("terminate called
         # without an active exception") when it is destroyed during finalisation of a finished run.
         atexit.register(accelerator.state.destroy_process_group)
-    args.experiment_name = shared_experiment_name(args)
+    load = checkpoint.resolve_load_dir(args.load, args.load_iteration) if args.load else None
+    args.experiment_name = shared_experiment_name(args, load)
     train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn)
     model = instantiate_model(model_cls, args)
     model.to(accelerator.device)
-    load_dir = load_weights(model, args)
+    if load is not None:  # weights into the plain model, before it is wrapped
+        checkpoint.load_model_weights(model, load[0], args.mode)
     if init_function is not None:
         init_function(args, model)
     hooks = Hooks(forward_step_function, forward_step_eval or forward_step_function, handle_metrics_function)
@@ -50,7 +51,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     run = Run(args, accelerator, model, None, None, hooks, Timers(), reporter,
               {"train": train_loader, "valid": valid_loader, "test": test_loader})
     try:
-        stopped = train_if_asked(run, load_dir)
+        stopped = train_if_asked(run, load)
         if run.optimizer is None:
             run.model = accelerator.prepare_model(model, evaluation_mode=True)
         if stopped is None and test_loader is not None:
@@ -61,12 +62,11 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     return sharded_state.unwrapped_full_model(accelerator, run.model)
 
 
-def shared_experiment_name(args: argparse.Namespace) -> str:
+def shared_experiment_name(args: argparse.Namespace, load: tuple[str, int] | None) -> str:
     """`<experiment-name>-%m-%d-%H-%M` chosen on the main process and shared; a pretrain resume keeps the
-    loaded run's name."""
-    if args.load and args.mode == "pretrain":
-        run_dir, _ = checkpoint.resolve_load_dir(args.load, args.load_iteration)
-        return os.path.basename(os.path.normpath(os.path.dirname(run_dir)))
+    loaded run's name (`load` = (iteration folder, iteration) from checkpoint.resolve_load_dir)."""
+    if load is not None and args.mode == "pretrain":
+        return os.path.basename(os.path.normpath(os.path.dirname(load[0])))
     name = [f"{args.experiment_name}-{datetime.now().strftime('%m-%d-%H-%M')}"]
     return broadcast_object_list(name)[0]
 
@@ -83,18 +83,7 @@ def instantiate_model(model_cls: Any, args: argparse.Namespace) -> torch.nn.Modu
                       f"from_pretrained as model_cls, got {type(model_cls).__name__}.")
 
 
-def load_weights(model: torch.nn.Module, args: argparse.Namespace) -> str | None:
-    """--load: weights into the plain model before it is wrapped; returns the iteration folder."""
-    if not args.load:
-        return None
-    iteration_dir, _ = checkpoint.resolve_load_dir(args.load, args.load_iteration)
-    checkpoint.load_model_weights(model, iteration_dir, args.mode)
-    if args.mode == "inference":
-        model.eval()
-    return iteration_dir
-
-
-def train_if_asked(run: Run, load_dir: str | None) -> str | None:
+def train_if_asked(run: Run, load: tuple[str, int] | None) -> str | None:
     """Optimizer, schedule, wrapping, resume, then the loop and the final save. Returns the early-stop
     reason, if any."""
     args, accelerator = run.args, run.accelerator
@@ -106,7 +95,7 @@ def train_if_asked(run: Run, load_dir: str | None) -> str | None:
     optimizer = build_optimizer(model, args)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     run.lr_scheduler = build_lr_scheduler(run.optimizer, args)
-    restored_rng = load_dir is not None and args.mode == "pretrain" and resume(run, load_dir)
+    restored_rng = load is not None and args.mode == "pretrain" and resume(run, *load)
     if not restored_rng:
         set_random_seed(args.seed)
     run.save_fn = save_checkpoint if args.save else None
@@ -121,7 +110,7 @@ def train_if_asked(run: Run, load_dir: str | None) -> str | None:
     return stopped
 
 
-def resume(run: Run, load_dir: str) -> bool:
+def resume(run: Run, load_dir: str, iteration: int) -> bool:
     """Full training state (RNG included) when the checkpoint has it; else SAT's weights-only resume with a
     re-warmup. Returns whether the RNG state was restored."""
     state = checkpoint.load_training_state(run.accelerator, load_dir, run.optimizer, run.lr_scheduler,
@@ -129,7 +118,6 @@ def resume(run: Run, load_dir: str) -> bool:
     if state is not None:
         run.progress.load_state_dict(state)
         return True
-    _, iteration = checkpoint.resolve_load_dir(run.args.load, run.args.load_iteration)
     run.progress.iteration = run.lr_scheduler.last_step = iteration
     run.lr_scheduler.start_rewarmup(100)
     run.reporter.message(f"no optimizer state in {load_dir}: continuing at iteration {iteration} with a fresh "
