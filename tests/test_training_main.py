@@ -79,6 +79,22 @@ def test_timers_and_log_line(tmp_path, capsys):
     assert "total loss" in out and "acc" in out and "batch generator:" in out
 
 
+def test_timers_measure_only_the_logged_iterations(tmp_path):
+    """Phase timers synchronise a GPU, so they run in one iteration per log interval (the logged one),
+    and not during evaluation (non-strict here: an endless valid loader, which has no len())."""
+    measured = []
+
+    def forward_step(data_iterator, model, args, timers):
+        measured.append(timers.measuring)
+        return tiny_task.forward_step(data_iterator, model, args, timers)
+
+    args = _args(tmp_path, "--train-iters", "8", "--log-interval", "4", "--valid-data", "valid:8",
+                 "--eval-interval", "4", "--eval-iters", "1")
+    training_main(args, tiny_task.TinyModel, forward_step, tiny_task.create_dataset)
+    # iterations 1-4, evaluation at 4, iterations 5-8, evaluation at 8
+    assert measured == [False, False, False, True, False, False, False, False, True, False]
+
+
 def test_train_iters_zero_evaluates_only(tmp_path):
     model = tiny_task.TinyModel()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -64,6 +64,7 @@ class Run:
     last_saved: int = -1
     started: float = field(default_factory=time.time)
     stop_reason: str | None = None   # set when the ranks agreed to stop (signal / time limit)
+    fsdp_skeleton: torch.nn.Module | None = None  # the model on meta before FSDP sharded it in place
 
 
 def data_iterator(run: Run, split: str) -> CountingIterator:
@@ -149,7 +150,10 @@ def train(run: Run) -> str | None:
     run.started = interval_start = time.time()
     tokens_start = iterator.tokens
     while progress.iteration < args.train_iters:
+        # Phase timers (device syncs on GPU) run only in the iteration that is logged next.
+        run.timers.measuring = (progress.iteration + 1) % args.log_interval == 0
         completed = train_step(run, iterator, averager)
+        run.timers.measuring = False
         progress.iteration += 1
         progress.consumed["train"] = iterator.count
         count_skip(run, completed)
@@ -159,7 +163,7 @@ def train(run: Run) -> str | None:
             interval_start, tokens_start = time.time(), iterator.tokens
         if args.save and progress.iteration % args.save_interval == 0:
             save(run)
-        if args.eval_interval and progress.iteration % args.eval_interval == 0 and run.loaders.get("valid"):
+        if args.eval_interval and progress.iteration % args.eval_interval == 0 and run.loaders.get("valid") is not None:
             evaluate_and_report(run, "valid", f"iteration {progress.iteration}")
         reason = exit_reason(run)
         if reason:
@@ -215,7 +219,7 @@ def log_training(run: Run, averager: ScalarAverager, elapsed_s: float, tokens: i
     loss_scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
     run.reporter.message(train_log_line(run.progress.iteration, args.train_iters, elapsed_s * 1000 / n, lr, loss,
                                         values, loss_scale, samples_per_s, tokens_per_s, run.progress.skipped_iters))
-    timers_line = run.timers.log_string(normalizer=n)
+    timers_line = run.timers.log_string()  # measured on this (the logged) iteration only
     if timers_line:
         run.reporter.message(timers_line)
     record = {"loss": loss, "lr": lr, **values, "samples_per_s": samples_per_s}

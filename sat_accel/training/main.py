@@ -16,7 +16,7 @@ from ..arguments import set_random_seed
 from ..data.loaders import make_loaders
 from ..errors import ConfigError
 from . import checkpoint, sharded_state
-from .accelerator import build_accelerator
+from .accelerator import build_accelerator, is_fsdp
 from .logging import RunReporter, configure_console_logging
 from .loop import Hooks, Run, evaluate_and_report, save, train
 from .optim import build_lr_scheduler, build_optimizer
@@ -59,7 +59,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     finally:
         reporter.close()
     accelerator.wait_for_everyone()
-    return sharded_state.unwrapped_full_model(accelerator, run.model)
+    return sharded_state.unwrapped_full_model(accelerator, run.model, run.fsdp_skeleton)
 
 
 def shared_experiment_name(args: argparse.Namespace, load: tuple[str, int] | None) -> str:
@@ -93,6 +93,8 @@ def train_if_asked(run: Run, load: tuple[str, int] | None) -> str | None:
     if hasattr(model, "disable_untrainable_params"):
         model.disable_untrainable_params()
     optimizer = build_optimizer(model, args)
+    if is_fsdp(accelerator):
+        run.fsdp_skeleton = sharded_state.meta_skeleton(model)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     run.lr_scheduler = build_lr_scheduler(run.optimizer, args)
     restored_rng = load is not None and args.mode == "pretrain" and resume(run, *load)

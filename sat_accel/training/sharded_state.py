@@ -15,8 +15,12 @@ Every function here is collective: call it on every rank.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import os
+
+import torch
 
 from ..errors import CheckpointError
 
@@ -64,12 +68,26 @@ def save_sharded_state(accelerator, model, optimizer, training_state_dir: str) -
                           "use checkpoint.save_checkpoint, which saves a plain optimizer.pt.")
 
 
-def unwrapped_full_model(accelerator, model):
+def meta_skeleton(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose parameters and buffers live on the meta device (no memory): FSDP2 shards the
+    model in place, so this is kept before wrapping to rebuild a plain module from at the end."""
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        meta = tensor.detach().to("meta")
+        memo[id(tensor)] = torch.nn.Parameter(meta, tensor.requires_grad) if isinstance(
+            tensor, torch.nn.Parameter) else meta
+    return copy.deepcopy(model, memo)  # tied parameters stay tied: one memo entry per tensor object
+
+
+def unwrapped_full_model(accelerator, model, skeleton: torch.nn.Module | None = None):
     """The unwrapped model with full weights in every parameter, for training_main to return. Collective.
 
     Under ZeRO-3 `accelerator.unwrap_model` gives a module whose parameters are empty partitions; here they
     are gathered for good and the engine's hooks removed, so the module runs and saves like a plain one
-    (the engine must not train any further)."""
+    (the engine must not train any further). Under FSDP the weights are gathered into `skeleton` (from
+    meta_skeleton, taken before wrapping) on every rank."""
+    if _kind(accelerator) == "FSDP" and skeleton is not None:
+        return _fsdp_full_model(model, skeleton)
     module = accelerator.unwrap_model(model)
     wrapped = getattr(accelerator, "deepspeed_engine_wrapped", None)
     engine = model if hasattr(model, "zero_optimization_partition_weights") else getattr(wrapped, "engine", None)
@@ -92,6 +110,28 @@ def unwrapped_full_model(accelerator, model):
     for param, data in zip(params, full):
         param.data = data  # leaving the context re-partitioned them: put the full tensors back for good
     return module
+
+
+def _fsdp_full_model(model: torch.nn.Module, skeleton: torch.nn.Module) -> torch.nn.Module:
+    """Every rank all-gathers the FSDP2 shards and puts them into the plain skeleton; buffers, which FSDP
+    does not shard (non-persistent ones included), are taken from the wrapped model as they are."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    buffers = dict(model.named_buffers())
+    placed: dict[int, torch.Tensor] = {}  # one new tensor per skeleton tensor: ties survive
+    for prefix, sub in skeleton.named_modules():
+        for table, source in ((sub._parameters, full), (sub._buffers, buffers)):
+            for name, tensor in list(table.items()):
+                if tensor is None:
+                    continue
+                if id(tensor) not in placed:
+                    value = source[f"{prefix}.{name}" if prefix else name].detach()
+                    placed[id(tensor)] = torch.nn.Parameter(value, tensor.requires_grad) if isinstance(
+                        tensor, torch.nn.Parameter) else value
+                table[name] = placed[id(tensor)]
+    skeleton.train(model.training)
+    return skeleton
 
 
 def has_sharded_state(training_state_dir: str) -> bool:
