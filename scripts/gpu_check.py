@@ -147,7 +147,8 @@ def case_fsdp(out: Path, smoke: bool) -> dict:
     a = {r["iteration"]: r["loss"] for r in _records(first) if r["split"] == "train"}
     b = {r["iteration"]: r["loss"] for r in _records(second) if r["split"] == "train"}
     details["resume_max_loss_diff"] = max(abs(a[i] - b[i]) for i in b)
-    ok = details["full_weights"] and details["sharded_optimizer"] and details["resume_max_loss_diff"] < 1e-3
+    ok = (details["full_weights"] and details["sharded_optimizer"] and details["returned_model_equals_checkpoint"]
+          and details["resume_max_loss_diff"] < 1e-3)
     return {"status": "ok" if ok else "failed", "details": details}
 
 
@@ -156,8 +157,11 @@ def _fsdp_checkpoint_facts(first: Path) -> dict:
 
     (weights,) = glob.glob(str(first / "ckpt" / "run-*" / "8" / "model.safetensors"))
     losses = [r["loss"] for r in _records(first) if r["split"] == "train"]
+    saved, returned = load_file(weights), load_file(str(first / "final.safetensors"))  # final: training_main's
     return {"first_loss": losses[0], "last_loss": losses[-1],
-            "full_weights": all(t.numel() > 0 for t in load_file(weights).values()),
+            "full_weights": all(t.numel() > 0 for t in saved.values()),
+            "returned_model_equals_checkpoint": saved.keys() == returned.keys() and all(
+                (saved[k] == returned[k]).all().item() for k in saved),
             "sharded_optimizer": bool(glob.glob(str(first / "ckpt/*/8/training_state/fsdp_optimizer")))}
 
 
