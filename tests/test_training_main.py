@@ -154,3 +154,25 @@ def test_token_count_excludes_padding():
     assert count_tokens({"input_ids": ids}) == 10
     assert count_tokens({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])}) == 5
     assert count_tokens({"x": ids}) == 0
+
+
+def test_bf16_forward_step_runs_under_autocast_without_fp32_output_copies(tmp_path):
+    """Under mixed precision the whole forward_step runs in autocast and the model's outputs stay in bf16
+    (Accelerate's fp32 conversion of outputs is removed); metrics reach the log in fp32. A notebook can
+    switch precision between calls (Accelerate's settings singletons are started afresh)."""
+    training_main(_args(tmp_path / "fp32", "--train-iters", "2"), tiny_task.TinyModel, tiny_task.forward_step,
+                  tiny_task.create_dataset)
+    seen = []
+
+    def forward_step(data_iterator, model, args, timers):
+        batch = next(data_iterator)
+        logits = model(batch["x"])
+        seen.append((logits.dtype, torch.is_autocast_enabled("cpu")))
+        loss = F.cross_entropy(logits, batch["y"])
+        return loss, {"acc": (logits.argmax(-1) == batch["y"]).to(logits.dtype).mean()}
+
+    args = _args(tmp_path, "--bf16", "--train-iters", "30")
+    training_main(args, tiny_task.TinyModel, forward_step, tiny_task.create_dataset)
+    assert set(seen) == {(torch.bfloat16, True)}
+    train = [r for r in _metrics(tmp_path) if r["split"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"] and 0 <= train[-1]["acc"] <= 1

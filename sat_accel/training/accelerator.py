@@ -16,6 +16,7 @@ import os
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType
 
 from ..errors import ConfigError
@@ -86,6 +87,11 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         kwargs.update(deepspeed_plugin=plugin, kwargs_handlers=deepspeed_config.process_group_kwargs(has_gpu))
     else:
         kwargs["cpu"] = not has_gpu
+    # A notebook may call training_main again with other flags (e.g. --bf16 after fp32): Accelerate keeps its
+    # settings in process-wide singletons and would refuse the change, so start them afresh (the process
+    # group and device, in PartialState, stay).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(**kwargs)
     check_world_size(accelerator)
     args.rank, args.world_size = accelerator.process_index, accelerator.num_processes
@@ -103,6 +109,15 @@ def check_world_size(accelerator: Accelerator) -> None:
             f"{accelerator.num_processes}: they would train independently. On CPU launch with "
             "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`, "
             "not `accelerate launch --cpu`.")
+
+
+def autocast_whole_forward_step(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Undo Accelerate's mixed-precision wrapper on the prepared model's forward (autocast + outputs
+    converted to fp32): the loop runs the whole forward_step under `accelerator.autocast()` instead.
+    The user's loss then sees the model's bf16/fp16 outputs under autocast, as a Hugging Face model's loss
+    inside its forward does, and no fp32 copy of large outputs (LM logits: 2 GB for BERT-base at batch 32
+    x 512) is written and back-propagated; autocast still computes softmax/cross-entropy in fp32."""
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward in place
 
 
 def is_deepspeed(accelerator: Accelerator) -> bool:

@@ -71,6 +71,8 @@ def call_forward_step(forward_step: Callable, data_iterator, model, args, timers
         if training and "eval" not in key and value.numel() != 1:
             raise HookError(f"{name} returned non-scalar metric {key!r} of shape {tuple(value.shape)} during "
                             "training; only scalars are allowed there (put 'eval' in the name to skip it).")
+    # forward_step runs under autocast: hand metrics on in fp32, as they were before mixed precision
+    metrics = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in metrics.items()}
     return loss.reshape(()), metrics
 
 

@@ -92,7 +92,9 @@ def train_step(run: Run, iterator: CountingIterator, averager: ScalarAverager) -
     for _ in range(args.gradient_accumulation_steps):
         with acc.accumulate(run.model):
             run.timers("forward").start()
-            loss, metrics = call_forward_step(run.hooks.forward_step, iterator, run.model, args, run.timers, True)
+            with acc.autocast():  # the whole forward_step, loss included (accelerator.autocast_whole_forward_step)
+                loss, metrics = call_forward_step(run.hooks.forward_step, iterator, run.model, args, run.timers,
+                                                  True)
             run.timers("forward").stop()
             run.timers("backward").start()
             acc.backward(loss)
@@ -257,7 +259,9 @@ def evaluate(run: Run, split: str) -> tuple[float, dict[str, float]]:
     run.model.eval()
     with torch.no_grad():
         for step in range(steps):
-            loss, metrics = call_forward_step(run.hooks.forward_step_eval, iterator, run.model, args, run.timers, False)
+            with run.accelerator.autocast():
+                loss, metrics = call_forward_step(run.hooks.forward_step_eval, iterator, run.model, args,
+                                                  run.timers, False)
             real = loader.batch_sampler.real_size(step) if strict else args.eval_batch_size
             collector.add(loss, metrics, real)
     if not strict:

@@ -16,7 +16,7 @@ from ..arguments import set_random_seed
 from ..data.loaders import make_loaders
 from ..errors import ConfigError
 from . import checkpoint, sharded_state
-from .accelerator import build_accelerator, is_fsdp
+from .accelerator import autocast_whole_forward_step, build_accelerator, is_fsdp
 from .logging import RunReporter, configure_console_logging
 from .loop import Hooks, Run, evaluate_and_report, save, train
 from .optim import build_lr_scheduler, build_optimizer
@@ -54,6 +54,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         stopped = train_if_asked(run, load)
         if run.optimizer is None:
             run.model = accelerator.prepare_model(model, evaluation_mode=True)
+            autocast_whole_forward_step(accelerator, run.model)
         if stopped is None and test_loader is not None:
             evaluate_and_report(run, "test", "the end of training for test data")
     finally:
@@ -96,6 +97,7 @@ def train_if_asked(run: Run, load: tuple[str, int] | None) -> str | None:
     if is_fsdp(accelerator):
         run.fsdp_skeleton = sharded_state.meta_skeleton(model)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    autocast_whole_forward_step(accelerator, run.model)
     run.lr_scheduler = build_lr_scheduler(run.optimizer, args)
     restored_rng = load is not None and args.mode == "pretrain" and resume(run, *load)
     if not restored_rng:
