@@ -165,7 +165,8 @@ def train(run: Run) -> str | None:
             interval_start, tokens_start = time.time(), iterator.tokens
         if args.save and progress.iteration % args.save_interval == 0:
             save(run)
-        if args.eval_interval and progress.iteration % args.eval_interval == 0 and run.loaders.get("valid") is not None:
+        valid = run.loaders.get("valid")  # a DataLoader's truth value calls len(), which endless ones lack
+        if args.eval_interval and progress.iteration % args.eval_interval == 0 and valid is not None:
             evaluate_and_report(run, "valid", f"iteration {progress.iteration}")
         reason = exit_reason(run)
         if reason:
