@@ -71,12 +71,13 @@ def save_sharded_state(accelerator, model, optimizer, training_state_dir: str) -
 def meta_skeleton(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` whose parameters and buffers live on the meta device (no memory): FSDP2 shards the
     model in place, so this is kept before wrapping to rebuild a plain module from at the end."""
-    memo: dict[int, torch.Tensor] = {}
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        meta = tensor.detach().to("meta")
-        memo[id(tensor)] = torch.nn.Parameter(meta, tensor.requires_grad) if isinstance(
-            tensor, torch.nn.Parameter) else meta
+    memo = {id(t): _same_kind(t, t.detach().to("meta")) for t in itertools.chain(model.parameters(), model.buffers())}
     return copy.deepcopy(model, memo)  # tied parameters stay tied: one memo entry per tensor object
+
+
+def _same_kind(template: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`value` as a Parameter (with the template's requires_grad) where the template is one, else as is."""
+    return torch.nn.Parameter(value, template.requires_grad) if isinstance(template, torch.nn.Parameter) else value
 
 
 def unwrapped_full_model(accelerator, model, skeleton: torch.nn.Module | None = None):
@@ -126,9 +127,7 @@ def _fsdp_full_model(model: torch.nn.Module, skeleton: torch.nn.Module) -> torch
                 if tensor is None:
                     continue
                 if id(tensor) not in placed:
-                    value = source[f"{prefix}.{name}" if prefix else name].detach()
-                    placed[id(tensor)] = torch.nn.Parameter(value, tensor.requires_grad) if isinstance(
-                        tensor, torch.nn.Parameter) else value
+                    placed[id(tensor)] = _same_kind(tensor, source[f"{prefix}.{name}" if prefix else name].detach())
                 table[name] = placed[id(tensor)]
     skeleton.train(model.training)
     return skeleton
