@@ -156,6 +156,17 @@ def test_token_count_excludes_padding():
     assert count_tokens({"x": ids}) == 0
 
 
+def test_low_precision_metrics_are_handed_on_in_fp32():
+    from sat_accel.training.hooks import call_forward_step
+
+    def step(data_iterator, model, args, timers):
+        return torch.ones((), dtype=torch.bfloat16), {"acc": torch.tensor(0.5, dtype=torch.bfloat16),
+                                                      "n": torch.tensor(3)}
+
+    loss, metrics = call_forward_step(step, None, None, None, None, True)
+    assert metrics["acc"].dtype == torch.float32 and metrics["n"].dtype == torch.int64
+
+
 def test_bf16_forward_step_runs_under_autocast_without_fp32_output_copies(tmp_path):
     """Under mixed precision the whole forward_step runs in autocast and the model's outputs stay in bf16
     (Accelerate's fp32 conversion of outputs is removed); metrics reach the log in fp32. A notebook can
