@@ -146,8 +146,9 @@ def test_add_get_del_mixin_and_parameter_names():
     assert model(X)[0].shape == (2, 5, 1)
     assert model.del_mixin("classification_head") is head
     assert model(X)[0].shape == (2, 5, 30) and "final_forward" not in model.hooks
+    assert model.del_mixin("nope") is None  # SAT recipes delete 'bert-final' also where it was never built
     with pytest.raises(ConfigError, match="no mixin named 'nope'"):
-        model.del_mixin("nope")
+        model.get_mixin("nope")
 
 
 def test_add_mixin_bad_input():
@@ -174,7 +175,7 @@ def test_mlp_head_init_and_reinit():
     assert w.std().item() == pytest.approx(0.005, rel=0.05)
 
 
-def test_reinit_named_and_default_mixin_reinit_resets_submodules():
+def test_reinit_named_and_default_mixin_reinit_does_nothing():
     class WithLinear(BaseMixin):
         def __init__(self):
             super().__init__()
@@ -187,10 +188,11 @@ def test_reinit_named_and_default_mixin_reinit_resets_submodules():
         for p in model.mixins.parameters():
             p.fill_(7.0)
     model.reinit(["lin"])
-    assert not (model.get_mixin("lin").proj.weight == 7).any()
+    assert (model.get_mixin("lin").proj.weight == 7).all()  # SAT: BaseMixin.reinit is a no-op
     assert (model.get_mixin("head").layers[0].weight == 7).all()
     model.reinit()
     assert not (model.get_mixin("head").layers[0].weight == 7).any()
+    assert (model.get_mixin("lin").proj.weight == 7).all()
     with pytest.raises(ConfigError):
         model.reinit(["missing"])
 

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Options read from args when present (training flags that shape the forward pass, not the weights).
 RUNTIME_DEFAULTS = {"checkpoint_activations": False, "checkpoint_num_layers": 1, "checkpoint_skip_layers": 0}
+# SAT constructor keywords that mean nothing without tensor model parallelism (accepted, ignored).
+_MODEL_PARALLEL_ONLY_KWARGS = ("parallel_output",)
 
 
 class BaseModel(torch.nn.Module):
@@ -30,7 +32,11 @@ class BaseModel(torch.nn.Module):
 
     ``forward(input_ids, position_ids=None, attention_mask=None, **kw)`` returns
     ``(logits, *per_layer_outputs)``. Keyword arguments given here override the values in ``args``.
+    ``ARCH_DEFAULT_OVERRIDES`` holds a family's own architecture defaults (e.g. BERT's post-LN): they
+    apply to ``cls.get_args()`` only, never to the caller's parser.
     """
+
+    ARCH_DEFAULT_OVERRIDES: dict = {}
 
     def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None,
                  params_dtype: torch.dtype = torch.float32, **kwargs):
@@ -55,6 +61,9 @@ class BaseModel(torch.nn.Module):
         names = (*REQUIRED_ARCH, *ARCH_DEFAULTS, *RUNTIME_DEFAULTS)
         defaults = {**ARCH_DEFAULTS, **RUNTIME_DEFAULTS}
         kwargs = {n: getattr(args, n, defaults.get(n)) for n in names}
+        for name in _MODEL_PARALLEL_ONLY_KWARGS:
+            if overrides.pop(name, None) is not None:
+                logger.debug("%s has no effect with model parallel size 1; ignored.", name)
         kwargs.update(overrides)  # explicit keyword arguments win over args (SAT raised instead)
         return kwargs
 
@@ -85,9 +94,16 @@ class BaseModel(torch.nn.Module):
         if reinit:
             new_mixin.reinit(self)
 
-    def del_mixin(self, name: str) -> BaseMixin:
-        """Remove the mixin ``name`` (its hooks and parameters) and return it."""
-        mixin = self.get_mixin(name)
+    def del_mixin(self, name: str) -> Optional[BaseMixin]:
+        """Remove the mixin ``name`` (its hooks and parameters) and return it; None when absent.
+
+        Absent is not an error: SAT's finetune recipes call ``del_mixin('bert-final')`` also on BERT
+        checkpoints that were converted without an MLM head.
+        """
+        if name not in self.mixins:
+            logger.debug("del_mixin(%r): no such mixin, nothing to remove.", name)
+            return None
+        mixin = self.mixins[name]
         del self.mixins[name]
         self.collect_hooks_()
         return mixin
@@ -173,6 +189,7 @@ class BaseModel(torch.nn.Module):
         parser = argparse.ArgumentParser(prog=cls.__name__, add_help=False)
         add_model_config_args(parser)
         cls.add_model_specific_args(parser)
+        parser.set_defaults(**cls.ARCH_DEFAULT_OVERRIDES)
         if print:
             parser.print_help()
         return parser

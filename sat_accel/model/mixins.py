@@ -37,16 +37,13 @@ class BaseMixin(torch.nn.Module):
     replacable = staticmethod(replacable)
 
     def reinit(self, parent_model: torch.nn.Module | None = None) -> None:
-        """(Re)initialise this mixin's parameters.
+        """(Re)initialise this mixin's parameters; the default does nothing (as in SAT).
 
         Called by ``add_mixin(..., reinit=True)`` and by the loader for mixins whose weights the
-        checkpoint lacks (finetune mode). The default resets every submodule that has
-        ``reset_parameters`` (Linear, Embedding, LayerNorm); override for a custom init.
-        ``parent_model`` gives access to the model and its other mixins.
+        checkpoint lacks (finetune mode). A mixin whose constructor already initialises its weights
+        needs nothing more; override it when a load must restore a specific init (``AdapterMixin``)
+        or when the mixin rewires the model (``LoraMixin``). ``parent_model`` is the model.
         """
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
 
 
 class MLPHeadMixin(BaseMixin):

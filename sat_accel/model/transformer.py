@@ -30,7 +30,8 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 
 HOOK_NAMES = ("word_embedding_forward", "position_embedding_forward", "attention_fn",
-              "attention_forward", "mlp_forward", "layer_forward", "final_forward")
+              "attention_forward", "cross_attention_forward", "mlp_forward", "routing_forward",
+              "layer_forward", "final_forward")
 LAYERNORM_ORDERS = ("pre", "post", "sandwich")
 
 
@@ -64,10 +65,12 @@ def attention_fn_default(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     """Scaled dot-product attention over ``[b, nh, s, d]`` tensors -> context ``[b, nh, s, d]``.
 
     ``attention_mask`` follows SAT: 1 (or True) = attend, broadcastable to ``[b, nh, sq, sk]``;
-    None = full attention. ``attention_dropout`` is given only in training mode.
+    None or a one-element mask (SAT's ``ones(1, 1)``) = full attention. ``attention_dropout`` is given
+    only in training mode.
     """
     dropout_p = float(getattr(attention_dropout, "p", 0.0)) if attention_dropout is not None else 0.0
-    bias = None if attention_mask is None else _mask_to_bias(attention_mask, query.dtype)
+    full = attention_mask is None or attention_mask.numel() == 1
+    bias = None if full else _mask_to_bias(attention_mask, query.dtype)
     return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
 
 
@@ -84,6 +87,23 @@ def attention_forward_default(self, hidden_states: torch.Tensor, mask, **kw):
     context = context.transpose(1, 2).reshape(b, s, attn.num_heads * attn.head_dim)
     output = attn.dense(context)
     return attn.output_dropout(output) if attn.training else output
+
+
+standard_attention = attention_fn_default  # SAT's name, imported by SAT mixins as old_impl's default
+
+
+def cross_attention_forward_default(self, hidden_states: torch.Tensor, cross_attention_mask, encoder_outputs,
+                                    **kw):
+    """SAT's cross-attention hook. This trunk has no cross-attention layers, so only a mixin that owns
+    its own cross-attention weights can implement it; the default says so."""
+    raise ConfigError("cross_attention_forward was called but this model has no cross-attention layers; "
+                      "a mixin that calls it must also define it (encoder-decoder models are not built in).")
+
+
+def routing_forward_default(self, hidden_states: torch.Tensor, **kw):
+    """SAT's mixture-of-experts router hook; the trunk has one MLP per layer, so the default says so."""
+    raise ConfigError("routing_forward was called but this model has no experts (num_experts 1); a mixin "
+                      "that calls it must also define it.")
 
 
 def mlp_forward_default(self, hidden_states: torch.Tensor, **kw):
@@ -124,7 +144,9 @@ HOOKS_DEFAULT: dict[str, Callable] = {
     "position_embedding_forward": position_embedding_forward_default,
     "attention_fn": attention_fn_default,
     "attention_forward": attention_forward_default,
+    "cross_attention_forward": cross_attention_forward_default,
     "mlp_forward": mlp_forward_default,
+    "routing_forward": routing_forward_default,
     "layer_forward": layer_forward_default,
     "final_forward": final_forward_default,
 }
@@ -289,19 +311,21 @@ class BaseTransformer(torch.nn.Module):
                 if getattr(module, "bias", None) is not None:
                     torch.nn.init.zeros_(module.bias)
 
-    def _check_mask(self, attention_mask, batch: int, seq: int, device) -> Optional[torch.Tensor]:
-        """SAT mask -> None (full), or a 4-D tensor in the parameter dtype (bool kept as is)."""
+    def _check_mask(self, attention_mask, batch: int, seq: int, device) -> torch.Tensor:
+        """SAT mask -> what hooks receive: ``ones(1, 1)`` for None (full attention), a causal ``[1, 1, s, s]``
+        for a negative int, else the tensor as given (``[s, s]`` or 4-D) in the parameter dtype (bool kept)."""
         if attention_mask is None:
-            return None
+            return torch.ones(1, 1, device=device, dtype=self._dtype())
         if isinstance(attention_mask, int) and not isinstance(attention_mask, bool) and attention_mask < 0:
             return torch.ones(seq, seq, device=device).tril_().view(1, 1, seq, seq).to(self._dtype())
         shape = tuple(getattr(attention_mask, "shape", ()))
-        ok = (len(shape) == 4 and shape[0] in (1, batch) and shape[1] in (1, self.num_attention_heads)
-              and shape[2] in (1, seq) and shape[3] == seq)
+        ok = (shape in ((1, 1), (seq, seq)) or
+              (len(shape) == 4 and shape[0] in (1, batch) and shape[1] in (1, self.num_attention_heads)
+               and shape[2] in (1, seq) and shape[3] == seq))
         if not ok:
             raise ConfigError(
                 f"attention_mask has shape {shape or type(attention_mask).__name__} but must be "
-                f"[b, 1, 1, s] (padding) or [b, 1, s, s] (full) with b={batch}, s={seq} and 1 = attend "
+                f"[b, 1, 1, s] (padding), [b, 1, s, s] or [s, s] (full) with b={batch}, s={seq} and 1 = attend "
                 "(None = attend everywhere); for a [b, s] padding mask pass attention_mask[:, None, None, :].")
         if attention_mask.dtype == torch.bool:
             return attention_mask

@@ -68,6 +68,8 @@ class BertModel(BaseModel):
     (BERT's values); args from the command line keep whatever they say.
     """
 
+    ARCH_DEFAULT_OVERRIDES = {"layernorm_order": "post", "layernorm_epsilon": 1e-12}
+
     def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None,
                  params_dtype: torch.dtype = torch.float32, **kwargs):
         kwargs.setdefault("activation_func", F.gelu)  # exact erf GELU, as HF's "gelu"
@@ -86,5 +88,4 @@ class BertModel(BaseModel):
         group.add_argument("--num-types", type=int, default=2, help="number of token types (segments)")
         group.add_argument("--no-mlm-head", dest="mlm_head", action="store_false",
                            help="build without the 'bert-final' MLM head (headless checkpoints such as HF BertModel)")
-        parser.set_defaults(layernorm_order="post", layernorm_epsilon=1e-12)
         return super().add_model_specific_args(parser)
