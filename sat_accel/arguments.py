@@ -135,6 +135,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--block-size", type=int, default=10000, help="block size (examples) of the random split")
     group.add_argument("--prefetch-factor", type=int, default=4, help="batches prefetched per worker")
     group.add_argument("--iterable-dataset", action="store_true", help="datasets are torch IterableDatasets")
+    group.add_argument("--group-by-length", action="store_true",
+                       help="sort windows of the shuffled training stream by example length and pad each batch "
+                            "to its longest (docs/data.md)")
+    group.add_argument("--group-by-length-window", type=int, default=50,
+                       help="global batches per length-sorted window of --group-by-length")
     return parser
 
 
@@ -165,7 +170,8 @@ def validate_args(args: argparse.Namespace) -> list[str]:
     if args.fp16 and args.bf16:
         problems.append("--fp16 and --bf16 are mutually exclusive: pick one precision.")
     for flag in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_interval", "eval_iters",
-                 "save_interval", "eval_interval", "exit_interval", "block_size", "save_total_limit"):
+                 "save_interval", "eval_interval", "exit_interval", "block_size", "save_total_limit",
+                 "group_by_length_window"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             problems.append(f"--{flag.replace('_', '-')} must be at least 1, got {value}.")

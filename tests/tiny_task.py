@@ -109,3 +109,55 @@ def exit_worker() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+# ---------------------------------------------------------------- variable-length token task (--group-by-length)
+class TinyTokens(torch.utils.data.Dataset):
+    """Token sequences of 3..40 tokens (unpadded lists) labelled by whether token 1 outnumbers token 2."""
+
+    def __init__(self, n: int = 256, seed: int = 0, vocab: int = 16):
+        gen = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(3, 41, (n,), generator=gen)
+        self.ids = [torch.randint(1, vocab, (int(k),), generator=gen).tolist() for k in lengths]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.ids[index]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "label": int(ids.count(1) > ids.count(2)),
+                "index": index}
+
+
+def create_token_dataset(path, args):
+    n = int(path.split(":")[1]) if ":" in path else 256
+    return TinyTokens(n=n, seed=0 if "valid" not in path else 1)
+
+
+class TinyTokenModel(torch.nn.Module):
+    """Embedding + two encoder layers (no dropout) + masked mean pool: padding changes nothing."""
+
+    def __init__(self, args=None, vocab: int = 16, hidden: int = 32):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        layer = torch.nn.TransformerEncoderLayer(hidden, nhead=4, dim_feedforward=64, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.out = torch.nn.Linear(hidden, 2)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.bool()
+        h = self.encoder(self.embed(input_ids), src_key_padding_mask=~mask)
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return self.out(pooled)
+
+
+SEEN_INDICES: list[list[int]] = []  # examples per training micro-batch, in order (in-process tests read it)
+
+
+def forward_step_tokens(data_iterator, model, args, timers):
+    batch = next(data_iterator)
+    if model.training:
+        SEEN_INDICES.append(batch["index"].tolist())
+    logits = model(batch["input_ids"], batch["attention_mask"])
+    loss = F.cross_entropy(logits, batch["label"])
+    return loss, {"padded_len": torch.tensor(float(batch["input_ids"].shape[1]))}

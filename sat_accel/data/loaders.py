@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ConfigError, DataError, HookError
+from .collate import PadToLongest
+from .grouping import DEFAULT_WINDOW, LengthGroupedStream, example_lengths
 from .mixture import MixtureStream, WeightedInterleave, check_weights
 from .permutation import derive_seed
 from .sampler import ShuffledStream, StreamBatchSampler, StrictEvalBatchSampler
@@ -28,16 +30,21 @@ logger = logging.getLogger(__name__)
 Loaders = tuple[Optional[DataLoader], Optional[DataLoader], Optional[DataLoader]]
 
 
-def make_loaders(args: Any, create_dataset_function: Callable, collate_fn: Optional[Callable] = None
-                 ) -> Loaders:
+def make_loaders(args: Any, create_dataset_function: Callable, collate_fn: Optional[Callable] = None,
+                 length_function: Optional[Callable] = None) -> Loaders:
     """train, valid, test loaders for THIS rank (each may be None).
 
     Sets ``args.do_train`` / ``args.do_valid`` / ``args.do_test``. If ``args.epochs`` is set,
     sets ``args.train_iters = ceil(epochs * n_train / (batch_size * world_size * GA))``.
-    Calls ``create_dataset_function(path, args)`` once per path.
+    Calls ``create_dataset_function(path, args)`` once per path. With ``args.group_by_length`` the
+    training batches are length-grouped (lengths from ``length_function(example)`` or the examples'
+    fields, see grouping.example_lengths) and, unless ``collate_fn`` is given, every loader pads each
+    batch to its longest sequence (collate.PadToLongest).
     """
     train_parts, valid_parts, test_parts = _build_datasets(args, create_dataset_function)
-    train = _train_loader(train_parts, args, collate_fn) if train_parts else None
+    if getattr(args, "group_by_length", False) and collate_fn is None:
+        collate_fn = PadToLongest()
+    train = _train_loader(train_parts, args, collate_fn, length_function) if train_parts else None
     valid = _eval_loader(valid_parts, args, collate_fn, "valid") if valid_parts else None
     test = _eval_loader(test_parts, args, collate_fn, "test") if test_parts else None
     args.do_train = train is not None
@@ -149,9 +156,13 @@ def _rank_layout(args: Any) -> tuple[int, int]:
     return int(getattr(args, "rank", 0) or 0), int(getattr(args, "world_size", 1) or 1)
 
 
-def _train_loader(parts: list, args: Any, collate_fn: Optional[Callable]) -> DataLoader:
+def _train_loader(parts: list, args: Any, collate_fn: Optional[Callable],
+                  length_function: Optional[Callable] = None) -> DataLoader:
     rank, world = _rank_layout(args)
     if _all_iterable(parts, "train"):
+        if getattr(args, "group_by_length", False):
+            raise ConfigError("--group-by-length sorts windows of a map-style dataset by length; an iterable "
+                              "dataset has no index to sort: drop --group-by-length or give a map-style dataset.")
         return _iterable_loader(parts, args, collate_fn, "train", args.batch_size)
     weights = getattr(args, "train_data_weights", None)
     dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -165,8 +176,21 @@ def _train_loader(parts: list, args: Any, collate_fn: Optional[Callable]) -> Dat
                                                   world, args.gradient_accumulation_steps)
         logger.info("--epochs %s over %d examples -> train_iters = %d", args.epochs,
                     stream.epoch_length, args.train_iters)
+    if getattr(args, "group_by_length", False):
+        stream = _grouped(stream, dataset, args, world, length_function)
     sampler = StreamBatchSampler(stream, args.batch_size, rank, world)
     return DataLoader(dataset, batch_sampler=sampler, **_loader_kwargs(args, collate_fn))
+
+
+def _grouped(stream: Any, dataset: Any, args: Any, world: int, length_function: Optional[Callable]
+             ) -> LengthGroupedStream:
+    lengths = example_lengths(dataset, length_function)
+    window = getattr(args, "group_by_length_window", None) or DEFAULT_WINDOW
+    if _rank_layout(args)[0] == 0:
+        logger.info("--group-by-length: %d examples, lengths %d..%d (mean %.1f), windows of %d global batches",
+                    len(lengths), lengths.min(), lengths.max(), lengths.mean(), window)
+    return LengthGroupedStream(stream, lengths, window, args.batch_size * world,
+                               derive_seed(args.seed, "train", "group"))
 
 
 def _eval_loader(parts: list, args: Any, collate_fn: Optional[Callable], name: str) -> DataLoader:

@@ -103,6 +103,11 @@ class BlockSplitDataset:
         block, j = divmod(index, len(self.offsets))
         return block * self.block_size + int(self.offsets[j])
 
+    def source_indices(self, indices: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`source_index` for an int64 array of indices in ``[0, len(self))``."""
+        block, j = np.divmod(np.asarray(indices, dtype=np.int64), len(self.offsets))
+        return block * self.block_size + self.offsets[j]
+
     def __getitem__(self, index: int) -> Any:
         return self.dataset[self.source_index(int(index))]
 

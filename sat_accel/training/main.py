@@ -28,9 +28,11 @@ logger = logging.getLogger(__name__)
 def training_main(args: argparse.Namespace, model_cls: Any, forward_step_function: Callable,
                   create_dataset_function: Callable, handle_metrics_function: Callable | None = None,
                   init_function: Callable | None = None, collate_fn: Callable | None = None,
-                  forward_step_eval: Callable | None = None) -> torch.nn.Module:
+                  forward_step_eval: Callable | None = None, length_function: Callable | None = None
+                  ) -> torch.nn.Module:
     """Train `model_cls` (a class, an nn.Module, or the (model, args) pair from from_pretrained) with the
-    user's forward_step on the datasets from create_dataset_function. Returns the unwrapped model."""
+    user's forward_step on the datasets from create_dataset_function. Returns the unwrapped model.
+    `length_function(example) -> int` gives --group-by-length the example lengths (docs/data.md)."""
     configure_console_logging()
     accelerator = build_accelerator(args)
     if accelerator.num_processes > 1:
@@ -39,7 +41,8 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         atexit.register(accelerator.state.destroy_process_group)
     load = checkpoint.resolve_load_dir(args.load, args.load_iteration) if args.load else None
     args.experiment_name = shared_experiment_name(args, load)
-    train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn)
+    train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn,
+                                                            length_function)
     model = instantiate_model(model_cls, args)
     model.to(accelerator.device)
     if load is not None:  # weights into the plain model, before it is wrapped
