@@ -93,18 +93,14 @@ def _convert_cached(src: str, dst: str) -> str:
 
 
 def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> str:
-    """Write a sat_accel checkpoint folder at `dst` from a Hugging Face BERT folder `src`."""
-    from .convert import hf_bert
+    """Write a sat_accel checkpoint folder at `dst` from a Hugging Face folder `src` (family by model_type)."""
+    from .convert.dispatch import family_of, hf_to_sat_checkpoint
     from .training.checkpoint import save_model_folder
 
     with open(os.path.join(src, _HF_CONFIG), encoding="utf-8") as f:
         hf_config = json.load(f)
-    arch_args = hf_bert.hf_bert_config_to_args(hf_config)  # raises for unsupported architectures
-    state = hf_bert.hf_to_sat_bert(read_hf_weights(src), arch_args)
-    # A headless checkpoint (HF BertModel) has no MLM head: record it so that loading, also in inference
-    # mode, builds the model without one instead of reporting its weights missing.
-    mlm_head = any(key.startswith("mixins.bert-final.") for key in state)
-    config = {"model_class": "BertModel", **arch_args, "mlm_head": mlm_head}
+    family_of(hf_config)  # an unsupported model_type fails before the weights are read
+    config, state = hf_to_sat_checkpoint(hf_config, read_hf_weights(src))
     return save_model_folder(dst, state, config, max_shard_size)
 
 

@@ -1,4 +1,5 @@
-"""`python -m sat_accel.convert SRC DST`: write a sat_accel checkpoint folder from a Hugging Face BERT folder."""
+"""`python -m sat_accel.convert SRC DST`: write a sat_accel checkpoint folder from a Hugging Face folder
+(BERT, RoBERTa, GPT-2, LLaMA/Mistral/Qwen2, ViT: the family comes from config.json's model_type)."""
 from __future__ import annotations
 
 import argparse

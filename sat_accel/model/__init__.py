@@ -1,12 +1,12 @@
-"""Models: BaseModel (hooks + mixins), BertModel, mixins, the model registry and AutoModel."""
+"""Models: BaseModel (hooks + mixins), the official families, mixins, the model registry and AutoModel."""
 from .auto import AutoModel
 from .base_model import BaseModel
-from .mixins import BaseMixin, MLPHeadMixin, non_conflict, replacable
-from .official import BertModel
+from .mixins import BaseMixin, CachedAutoregressiveMixin, MLPHeadMixin, non_conflict, replacable
+from .official import BertModel, GPT2Model, LLaMAModel
 from .registry import get_model_class, register_model, registered_models, unregister_model
 
 __all__ = [
-    "AutoModel", "BaseModel", "BaseMixin", "BertModel", "MLPHeadMixin",
-    "non_conflict", "replacable", "get_model_class", "register_model", "registered_models",
+    "AutoModel", "BaseModel", "BaseMixin", "BertModel", "CachedAutoregressiveMixin", "GPT2Model", "LLaMAModel",
+    "MLPHeadMixin", "non_conflict", "replacable", "get_model_class", "register_model", "registered_models",
     "unregister_model",
 ]

@@ -47,8 +47,9 @@ def word_embedding_forward_default(self, input_ids: torch.Tensor, output_cross_l
 
 
 def position_embedding_forward_default(self, position_ids: torch.Tensor, output_cross_layer=None, **kw):
-    """``[b, s]`` positions -> ``[b, s, h]`` (return None from a hook to add no positions)."""
-    return self.transformer.position_embeddings(position_ids)
+    """``[b, s]`` positions -> ``[b, s, h]``; None (no positions added) for rotary models without a table."""
+    table = self.transformer.position_embeddings
+    return None if table is None else table(position_ids)
 
 
 def _mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -66,21 +67,32 @@ def attention_fn_default(query: torch.Tensor, key: torch.Tensor, value: torch.Te
 
     ``attention_mask`` follows SAT: 1 (or True) = attend, broadcastable to ``[b, nh, sq, sk]``;
     None or a one-element mask (SAT's ``ones(1, 1)``) = full attention. ``attention_dropout`` is given
-    only in training mode.
+    only in training mode. Grouped-query attention: ``key``/``value`` may have fewer heads than ``query``
+    (each serves nh / nkv heads).
     """
+    if key.shape[1] != query.shape[1]:
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     dropout_p = float(getattr(attention_dropout, "p", 0.0)) if attention_dropout is not None else 0.0
     full = attention_mask is None or attention_mask.numel() == 1
     bias = None if full else _mask_to_bias(attention_mask, query.dtype)
     return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
 
 
-def attention_forward_default(self, hidden_states: torch.Tensor, mask, **kw):
-    """Self-attention block: qkv projection, heads, ``attention_fn``, output projection, dropout."""
-    attn = self.transformer.layers[kw["layer_id"]].attention
+def split_qkv(attn: "SelfAttention", hidden_states: torch.Tensor):
+    """``[b, s, h]`` -> q ``[b, nh, s, d]``, k and v ``[b, nkv, s, d]`` (nkv = nh without GQA)."""
     b, s, _ = hidden_states.shape
-    qkv = attn.query_key_value(hidden_states)                        # [b, s, 3 * nh * d]
-    # SAT layout: the projection output is [q | k | v], each [nh * d].
-    q, k, v = qkv.view(b, s, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    qkv = attn.query_key_value(hidden_states)         # [b, s, (nh + 2 * nkv) * d]
+    # SAT layout: the projection output is [q (nh * d) | k (nkv * d) | v (nkv * d)].
+    q, k, v = qkv.split([attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim,
+                         attn.num_kv_heads * attn.head_dim], dim=-1)
+    return (q.view(b, s, -1, attn.head_dim).transpose(1, 2), k.view(b, s, -1, attn.head_dim).transpose(1, 2),
+            v.view(b, s, -1, attn.head_dim).transpose(1, 2))
+
+
+def attend_and_project(self, attn: "SelfAttention", q, k, v, mask, **kw) -> torch.Tensor:
+    """``attention_fn`` hook over the heads, then merge heads, ``dense`` and output dropout."""
+    b, _, s, _ = q.shape
     dropout_fn = attn.attention_dropout if attn.training else None
     attention_fn = self.transformer.hooks.get("attention_fn", attention_fn_default)
     context = attention_fn(q, k, v, mask, dropout_fn, **kw)          # [b, nh, s, d]
@@ -106,10 +118,22 @@ def routing_forward_default(self, hidden_states: torch.Tensor, **kw):
                       "that calls it must also define it.")
 
 
+def attention_forward_default(self, hidden_states: torch.Tensor, mask, **kw):
+    """Self-attention block: qkv projection, heads, ``attention_fn``, output projection, dropout."""
+    attn = self.transformer.layers[kw["layer_id"]].attention
+    q, k, v = split_qkv(attn, hidden_states)
+    return attend_and_project(self, attn, q, k, v, mask, **kw)
+
+
 def mlp_forward_default(self, hidden_states: torch.Tensor, **kw):
-    """h -> inner -> activation -> h (dropout is applied by the MLP module after the hook)."""
+    """h -> inner -> activation -> h (dropout is applied by the MLP module after the hook).
+
+    Gated (``is_gated_mlp``): ``dense_4h_to_h(act(dense_h_to_4h_gate(x)) * dense_h_to_4h(x))``."""
     mlp = self.transformer.layers[kw["layer_id"]].mlp
-    return mlp.dense_4h_to_h(mlp.activation_func(mlp.dense_h_to_4h(hidden_states)))
+    inner = mlp.activation_func(mlp.dense_h_to_4h(hidden_states))
+    if mlp.dense_h_to_4h_gate is not None:
+        inner = mlp.activation_func(mlp.dense_h_to_4h_gate(hidden_states)) * mlp.dense_h_to_4h(hidden_states)
+    return mlp.dense_4h_to_h(inner)
 
 
 def layer_forward_default(self, hidden_states: torch.Tensor, mask, **kw):
@@ -165,14 +189,17 @@ def _point_to(module: torch.nn.Module, transformer: torch.nn.Module) -> None:
 
 # ---------------------------------------------------------------- modules
 class SelfAttention(torch.nn.Module):
-    """Parameters of one attention block: ``query_key_value`` ([3*nh*d, h]) and ``dense``."""
+    """Parameters of one attention block: ``query_key_value`` ([(nh + 2 nkv) d, h]) and ``dense``."""
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int, attention_dropout: float,
-                 hidden_dropout: float, use_bias: bool, dtype: torch.dtype):
+                 hidden_dropout: float, use_bias: bool, dtype: torch.dtype, num_kv_heads: int = 0,
+                 use_qkv_bias: bool = False):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
+        self.num_kv_heads = num_kv_heads or num_heads
         inner = num_heads * head_dim
-        self.query_key_value = torch.nn.Linear(hidden_size, 3 * inner, bias=use_bias, dtype=dtype)
+        self.query_key_value = torch.nn.Linear(hidden_size, inner + 2 * self.num_kv_heads * head_dim,
+                                               bias=use_bias or use_qkv_bias, dtype=dtype)
         self.dense = torch.nn.Linear(inner, hidden_size, bias=use_bias, dtype=dtype)
         self.attention_dropout = torch.nn.Dropout(attention_dropout)
         self.output_dropout = torch.nn.Dropout(hidden_dropout)
@@ -185,10 +212,12 @@ class MLP(torch.nn.Module):
     """Parameters of one MLP block: ``dense_h_to_4h`` and ``dense_4h_to_h``."""
 
     def __init__(self, hidden_size: int, inner_hidden_size: int, hidden_dropout: float,
-                 use_bias: bool, activation_func: Callable, dtype: torch.dtype):
+                 use_bias: bool, activation_func: Callable, dtype: torch.dtype, gated: bool = False):
         super().__init__()
         self.activation_func = activation_func
         self.dense_h_to_4h = torch.nn.Linear(hidden_size, inner_hidden_size, bias=use_bias, dtype=dtype)
+        self.dense_h_to_4h_gate = (torch.nn.Linear(hidden_size, inner_hidden_size, bias=use_bias, dtype=dtype)
+                                   if gated else None)
         self.dense_4h_to_h = torch.nn.Linear(inner_hidden_size, hidden_size, bias=use_bias, dtype=dtype)
         self.dropout = torch.nn.Dropout(hidden_dropout)
 
@@ -200,20 +229,21 @@ class MLP(torch.nn.Module):
 class TransformerLayer(torch.nn.Module):
     """Layernorms + attention + MLP of one layer; the computation is the ``layer_forward`` hook."""
 
-    def __init__(self, cfg: dict, activation_func: Callable, dtype: torch.dtype):
+    def __init__(self, cfg: dict, activation_func: Callable, dtype: torch.dtype,
+                 layernorm: Callable = torch.nn.LayerNorm):
         super().__init__()
         h, eps = cfg["hidden_size"], cfg["layernorm_epsilon"]
         self.layernorm_order = cfg["layernorm_order"]
-        self.input_layernorm = torch.nn.LayerNorm(h, eps=eps, dtype=dtype)
+        self.input_layernorm = layernorm(h, eps=eps, dtype=dtype)
         self.attention = SelfAttention(h, cfg["num_attention_heads"], cfg["head_dim"],
                                        cfg["attention_dropout"], cfg["hidden_dropout"],
-                                       cfg["use_bias"], dtype)
-        self.post_attention_layernorm = torch.nn.LayerNorm(h, eps=eps, dtype=dtype)
+                                       cfg["use_bias"], dtype, cfg["num_multi_query_heads"], cfg["use_qkv_bias"])
+        self.post_attention_layernorm = layernorm(h, eps=eps, dtype=dtype)
         if self.layernorm_order == "sandwich":
-            self.third_layernorm = torch.nn.LayerNorm(h, eps=eps, dtype=dtype)
-            self.fourth_layernorm = torch.nn.LayerNorm(h, eps=eps, dtype=dtype)
+            self.third_layernorm = layernorm(h, eps=eps, dtype=dtype)
+            self.fourth_layernorm = layernorm(h, eps=eps, dtype=dtype)
         self.mlp = MLP(h, cfg["inner_size"], cfg["hidden_dropout"], cfg["use_bias"],
-                       activation_func, dtype)
+                       activation_func, dtype, gated=cfg["is_gated_mlp"])
 
     def forward(self, hidden_states: torch.Tensor, mask, **kw) -> torch.Tensor:
         return _hooked(self, "layer_forward", hidden_states, mask, **kw)
@@ -224,6 +254,9 @@ ARCH_DEFAULTS: dict = {
     "layernorm_order": "pre", "inner_hidden_size": None, "hidden_size_per_attention_head": None,
     "layernorm_epsilon": 1e-5, "hidden_dropout": 0.1, "attention_dropout": 0.1,
     "use_bias": True, "use_final_layernorm": True,
+    # LLaMA-style options (SAT's names): grouped-query KV heads (0 = as many as query heads), bias on
+    # qkv only, act(gate) * up MLP, rotary positions (no learned position table).
+    "num_multi_query_heads": 0, "use_qkv_bias": False, "is_gated_mlp": False, "is_rotary_emb": False,
 }
 REQUIRED_ARCH = ("num_layers", "vocab_size", "hidden_size", "num_attention_heads", "max_sequence_length")
 
@@ -243,6 +276,10 @@ def _check_arch(cfg: dict) -> None:
     if cfg["hidden_size_per_attention_head"] is None and h % nh:
         raise ConfigError(f"--hidden-size {h} is not divisible by --num-attention-heads {nh}; change one "
                           "of them or set --hidden-size-per-attention-head.")
+    nkv = cfg["num_multi_query_heads"]
+    if not isinstance(nkv, int) or nkv < 0 or (nkv and nh % nkv):
+        raise ConfigError(f"num_multi_query_heads={nkv!r} must be 0 (no grouping) or a positive divisor of "
+                          f"--num-attention-heads {nh}.")
 
 
 class BaseTransformer(torch.nn.Module):
@@ -258,7 +295,8 @@ class BaseTransformer(torch.nn.Module):
                  max_sequence_length: int, *, checkpoint_activations: bool = False,
                  checkpoint_num_layers: int = 1, checkpoint_skip_layers: int = 0,
                  activation_func: Callable = gelu_tanh, hooks: Optional[dict] = None,
-                 params_dtype: torch.dtype = torch.float32, skip_init: bool = False, **arch):
+                 params_dtype: torch.dtype = torch.float32, skip_init: bool = False,
+                 layernorm: Callable = torch.nn.LayerNorm, **arch):
         super().__init__()
         unknown = set(arch) - set(ARCH_DEFAULTS)
         if unknown:
@@ -280,20 +318,21 @@ class BaseTransformer(torch.nn.Module):
         target = torch.get_default_device()
         if skip_init:  # build on meta (no init work, no memory), then allocate uninitialised storage
             with torch.device("meta"):
-                self._build(cfg, activation_func, params_dtype)
+                self._build(cfg, activation_func, params_dtype, layernorm)
             self.to_empty(device=target)
         else:
-            self._build(cfg, activation_func, params_dtype)
+            self._build(cfg, activation_func, params_dtype, layernorm)
             self.reset_parameters()
 
-    def _build(self, cfg: dict, activation_func: Callable, dtype: torch.dtype) -> None:
+    def _build(self, cfg: dict, activation_func: Callable, dtype: torch.dtype, layernorm: Callable) -> None:
         h = cfg["hidden_size"]
         self.word_embeddings = torch.nn.Embedding(cfg["vocab_size"], h, dtype=dtype)
-        self.position_embeddings = torch.nn.Embedding(cfg["max_sequence_length"], h, dtype=dtype)
+        self.position_embeddings = (None if cfg["is_rotary_emb"]
+                                    else torch.nn.Embedding(cfg["max_sequence_length"], h, dtype=dtype))
         self.embedding_dropout = torch.nn.Dropout(cfg["hidden_dropout"])
         self.layers = torch.nn.ModuleList(
-            TransformerLayer(cfg, activation_func, dtype) for _ in range(cfg["num_layers"]))
-        self.final_layernorm = (torch.nn.LayerNorm(h, eps=cfg["layernorm_epsilon"], dtype=dtype)
+            TransformerLayer(cfg, activation_func, dtype, layernorm) for _ in range(cfg["num_layers"]))
+        self.final_layernorm = (layernorm(h, eps=cfg["layernorm_epsilon"], dtype=dtype)
                                 if cfg["use_final_layernorm"] else None)
         for module in self.modules():
             _point_to(module, self)
@@ -303,7 +342,8 @@ class BaseTransformer(torch.nn.Module):
         """SAT's init: N(0, std) weights, N(0, std/sqrt(2L)) output projections, zero biases."""
         out_std = std / math.sqrt(2.0 * self.num_layers)
         for name, module in self.named_modules():
-            if isinstance(module, torch.nn.LayerNorm):
+            if isinstance(module, torch.nn.LayerNorm) or (  # or a custom norm (e.g. LLaMA's RMSNorm)
+                    name.endswith("layernorm") and hasattr(module, "reset_parameters")):
                 module.reset_parameters()
             elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
                 is_output = name.endswith(("attention.dense", "mlp.dense_4h_to_h"))
@@ -311,22 +351,26 @@ class BaseTransformer(torch.nn.Module):
                 if getattr(module, "bias", None) is not None:
                     torch.nn.init.zeros_(module.bias)
 
-    def _check_mask(self, attention_mask, batch: int, seq: int, device) -> torch.Tensor:
-        """SAT mask -> what hooks receive: ``ones(1, 1)`` for None (full attention), a causal ``[1, 1, s, s]``
-        for a negative int, else the tensor as given (``[s, s]`` or 4-D) in the parameter dtype (bool kept)."""
+    def _check_mask(self, attention_mask, batch: int, seq: int, device, mem: int = 0) -> torch.Tensor:
+        """SAT mask -> what hooks receive: ``ones(1, 1)`` for None (full attention), a causal ``[1, 1, s, k]``
+        for a negative int, else the tensor as given (``[s, k]`` or 4-D) in the parameter dtype (bool kept).
+
+        ``k = mem + s``: with ``mem`` cached positions (``mems``) the keys span the cache and the new tokens."""
         if attention_mask is None:
             return torch.ones(1, 1, device=device, dtype=self._dtype())
+        keys = mem + seq
         if isinstance(attention_mask, int) and not isinstance(attention_mask, bool) and attention_mask < 0:
-            return torch.ones(seq, seq, device=device).tril_().view(1, 1, seq, seq).to(self._dtype())
+            return torch.ones(seq, keys, device=device).tril_(mem).view(1, 1, seq, keys).to(self._dtype())
         shape = tuple(getattr(attention_mask, "shape", ()))
-        ok = (shape in ((1, 1), (seq, seq)) or
+        ok = (shape in ((1, 1), (seq, keys)) or
               (len(shape) == 4 and shape[0] in (1, batch) and shape[1] in (1, self.num_attention_heads)
-               and shape[2] in (1, seq) and shape[3] == seq))
+               and shape[2] in (1, seq) and shape[3] == keys))
         if not ok:
             raise ConfigError(
                 f"attention_mask has shape {shape or type(attention_mask).__name__} but must be "
-                f"[b, 1, 1, s] (padding), [b, 1, s, s] or [s, s] (full) with b={batch}, s={seq} and 1 = attend "
-                "(None = attend everywhere); for a [b, s] padding mask pass attention_mask[:, None, None, :].")
+                f"[b, 1, 1, s] (padding), [b, 1, s, s] or [s, s] (full) with b={batch}, s={seq} (the last "
+                f"dimension {keys} when mems cache {mem} positions) and 1 = attend (None = attend everywhere); "
+                "for a [b, s] padding mask pass attention_mask[:, None, None, :].")
         if attention_mask.dtype == torch.bool:
             return attention_mask
         return attention_mask.to(self._dtype())
@@ -364,9 +408,11 @@ class BaseTransformer(torch.nn.Module):
         every hook. ``position_ids`` default to ``arange(s)``; ``attention_mask``: see ``_check_mask``.
         """
         batch, seq = input_ids.shape[:2]
+        mems = kw_args.get("mems")
+        mem = 0 if mems is None else mems.shape[2]  # [layers, b, cached, 2 * nkv * d] (CachedAutoregressiveMixin)
         if position_ids is None:
-            position_ids = torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
-        mask = self._check_mask(attention_mask, batch, seq, input_ids.device)
+            position_ids = torch.arange(mem, mem + seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
+        mask = self._check_mask(attention_mask, batch, seq, input_ids.device, mem)
         cross: dict = {}
         hidden_states = _hooked(self, "word_embedding_forward", input_ids, output_cross_layer=cross, **kw_args)
         position = _hooked(self, "position_embedding_forward", position_ids, output_cross_layer=cross, **kw_args)

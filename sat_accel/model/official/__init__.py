@@ -1,4 +1,7 @@
-"""Official models built on BaseModel."""
+"""Official models built on BaseModel, one file per family (SAT's names)."""
 from .bert import BertFinalMixin, BertModel, BertTypeMixin
+from .gpt2_model import GPT2Model
+from .llama_model import LLaMAModel, LMMixin, RMSNorm, RotaryMixin
 
-__all__ = ["BertModel", "BertFinalMixin", "BertTypeMixin"]
+__all__ = ["BertModel", "BertFinalMixin", "BertTypeMixin", "GPT2Model", "LLaMAModel", "LMMixin", "RMSNorm",
+           "RotaryMixin"]
