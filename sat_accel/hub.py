@@ -1,14 +1,13 @@
-"""Model name -> local folder (SPEC §3.2): home dirs, url downloads, locks, safe extraction, HF conversion.
+"""Model name -> local folder (SPEC §3.2): home dirs, url downloads, locks, safe extraction, cached HF conversion.
 
 Resolution order: an existing folder; `<home_path or $SAT_HOME or ~/.sat_models>/<name>`; `url` (http(s) or
 file://, zip/tar, resumable, size/sha256 checked); a Hugging Face id (cache, then the Hub when online),
-converted once and cached under the home path. Every download and conversion builds a temporary sibling
+converted once (by sat_accel.convert.hf_folder) and cached under the home path. Every download and conversion builds a temporary sibling
 and renames it into place under a file lock, so a folder at the final path is always complete.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -20,17 +19,15 @@ import urllib.request
 import zipfile
 from pathlib import PurePosixPath
 
-import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from .checkpoint_format import HF_CONFIG, LATEST, MODEL_CONFIG, durable_rename
+from .convert.hf_folder import convert_hf_folder, hf_weights_file, is_hf_folder
 from .errors import CheckpointError
-from .model.loading import LATEST, MODEL_CONFIG, read_safetensors
 
 logger = logging.getLogger(__name__)
 
-_HF_CONFIG = "config.json"
-_HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _HF_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "*.txt", "tokenizer*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _CHUNK = 1 << 20
@@ -65,20 +62,11 @@ def resolve_model_folder(name: str, *, home_path: str | None = None, url: str | 
 
 
 # ---------------------------------------------------------------- Hugging Face folders
-def is_hf_folder(path: str) -> bool:
-    """A transformers-format folder (config.json + weights) rather than a sat_accel/SAT checkpoint."""
-    if os.path.isfile(os.path.join(path, MODEL_CONFIG)) or os.path.isfile(os.path.join(path, LATEST)):
-        return False
-    return os.path.isfile(os.path.join(path, _HF_CONFIG)) and any(
-        os.path.isfile(os.path.join(path, w)) for w in _HF_WEIGHTS)
-
-
 def _sat_folder(path: str, root: str) -> str:
     """`path` itself, or its converted copy cached under the home folder when it is in HF format."""
     if not is_hf_folder(path):
         return path
-    weights = next(os.path.join(path, w) for w in _HF_WEIGHTS if os.path.isfile(os.path.join(path, w)))
-    stat = os.stat(weights)
+    stat = os.stat(hf_weights_file(path))
     key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     return _convert_cached(path, os.path.join(root, "converted", f"{os.path.basename(path)}-{key}"))
 
@@ -90,34 +78,6 @@ def _convert_cached(src: str, dst: str) -> str:
             logger.info("Converting Hugging Face folder %s to %s.", src, dst)
             convert_hf_folder(src, dst)
     return dst
-
-
-def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> str:
-    """Write a sat_accel checkpoint folder at `dst` from a Hugging Face folder `src` (family by model_type)."""
-    from .convert.dispatch import family_of, hf_to_sat_checkpoint
-    from .training.checkpoint import save_model_folder
-
-    with open(os.path.join(src, _HF_CONFIG), encoding="utf-8") as f:
-        hf_config = json.load(f)
-    family_of(hf_config)  # an unsupported model_type fails before the weights are read
-    config, state = hf_to_sat_checkpoint(hf_config, read_hf_weights(src))
-    return save_model_folder(dst, state, config, max_shard_size)
-
-
-def read_hf_weights(folder: str) -> dict[str, torch.Tensor]:
-    """State dict of a transformers folder: safetensors (single or sharded) or pytorch_model.bin."""
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-        return {k: v for name in files for k, v in read_safetensors(os.path.join(folder, name))[0].items()}
-    if os.path.isfile(os.path.join(folder, "model.safetensors")):
-        return read_safetensors(os.path.join(folder, "model.safetensors"))[0]
-    try:
-        return torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{folder}/pytorch_model.bin cannot be read safely ({type(e).__name__}); convert "
-                              "it to model.safetensors with transformers and retry.") from e
 
 
 def hf_offline() -> bool:
@@ -192,7 +152,7 @@ def _download(url: str, dest: str, *, sha256: str | None, size: int | None) -> s
             out.write(chunk)
             bar.update(len(chunk))
     _verify(part, url, sha256, size)
-    os.replace(part, dest)
+    durable_rename(part, dest)
     return dest
 
 
@@ -256,10 +216,10 @@ def safe_extract(archive: str, target: str) -> str:
         entries = os.listdir(tmp)
         single = len(entries) == 1 and os.path.isdir(os.path.join(tmp, entries[0]))
         folder = os.path.join(tmp, entries[0]) if single else tmp
-        if not any(os.path.exists(os.path.join(folder, f)) for f in (MODEL_CONFIG, LATEST, _HF_CONFIG)):
-            raise CheckpointError(f"{archive} holds no model folder (no {MODEL_CONFIG}, {LATEST} or {_HF_CONFIG} at "
+        if not any(os.path.exists(os.path.join(folder, f)) for f in (MODEL_CONFIG, LATEST, HF_CONFIG)):
+            raise CheckpointError(f"{archive} holds no model folder (no {MODEL_CONFIG}, {LATEST} or {HF_CONFIG} at "
                                   "its top or in its single top folder); repack it.")
-        os.rename(folder, target)
+        durable_rename(folder, target)
     except (tarfile.TarError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"Cannot extract {archive} safely ({e}); the archive is damaged or malicious.") from e
     finally:

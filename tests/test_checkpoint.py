@@ -12,8 +12,9 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from sat_accel import checkpoint_format
 from sat_accel.errors import CheckpointError, ConfigError
-from sat_accel.model.loading import read_weights
+from sat_accel.checkpoint_format import read_weights
 from sat_accel.training import checkpoint as ckpt
 
 
@@ -172,7 +173,7 @@ def test_full_or_read_only_disk_keeps_previous_checkpoint(tmp_path, accelerator,
     def fail(*a, **k):
         raise OSError(code, os.strerror(code), str(tmp_path))
 
-    monkeypatch.setattr(ckpt, "save_file", fail) if where == "save_file" else monkeypatch.setattr(ckpt.os, "makedirs", fail)
+    monkeypatch.setattr(checkpoint_format, "save_file", fail) if where == "save_file" else monkeypatch.setattr(ckpt.os, "makedirs", fail)
     with pytest.raises(CheckpointError, match=f"checkpoint 2 .* failed .*{os.strerror(code)}.*previous checkpoint"):
         ckpt.save_checkpoint(accelerator, str(tmp_path), 2, model, opt, sched, {}, _args())
     monkeypatch.undo()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from sat_accel.model.loading import read_weights
+from sat_accel.checkpoint_format import read_weights
 from sat_accel.training import checkpoint as ckpt
 
 TRIALS = 20

@@ -18,7 +18,7 @@ import torch
 
 from sat_accel import hub
 from sat_accel.errors import CheckpointError
-from sat_accel.model.loading import read_weights, resolve_load_dir
+from sat_accel.checkpoint_format import read_weights, resolve_load_dir
 from sat_accel.training.checkpoint import save_model_folder
 
 

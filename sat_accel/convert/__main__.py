@@ -7,7 +7,7 @@ import logging
 import sys
 
 from ..errors import SatAccelError
-from ..hub import convert_hf_folder, is_hf_folder
+from .hf_folder import convert_hf_folder, is_hf_folder
 
 
 def main(argv: list[str] | None = None) -> int:

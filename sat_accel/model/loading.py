@@ -2,164 +2,25 @@
 
 Weights are read through safetensors' mmap (zero-copy, lazy); `from_pretrained` builds the model on the
 meta device and assigns those tensors directly, so loading costs neither a random init nor a copy.
-Files names are spelled once here; training/checkpoint.py writes what this module reads.
+The file layout and its readers belong to sat_accel/checkpoint_format.py; this module puts what they read
+into a model.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from torch.overrides import TorchFunctionMode
 
+from ..checkpoint_format import read_model_config, read_weights, resolve_load_dir
 from ..errors import CheckpointError
+from ..hub import resolve_model_folder
+from .registry import get_model_class, registered_models
 
 logger = logging.getLogger(__name__)
-
-LATEST = "latest"
-MODEL_CONFIG = "model_config.json"
-WEIGHTS = "model.safetensors"
-WEIGHTS_INDEX = "model.safetensors.index.json"
-LEGACY_WEIGHTS = "mp_rank_00_model_states.pt"
-TRAINING_STATE = "training_state"
-RELEASE = "release"
-TIED_METADATA_KEY = "sat_accel.tied"  # safetensors metadata: {"alias": "kept name"} for tied weights
-_WEIGHT_FILES = (WEIGHTS, WEIGHTS_INDEX, LEGACY_WEIGHTS)
-# Globals a SAT/DeepSpeed `.pt` needs beyond plain tensors: numpy RNG states (arrays and dtypes).
-_NUMPY_CORE = getattr(np, "_core", None) or np.core
-_LEGACY_SAFE_GLOBALS = [_NUMPY_CORE.multiarray._reconstruct, np.ndarray, np.dtype,
-                        *(type(np.dtype(t)) for t in ("uint32", "int64", "float64", "bool"))]
-
-
-# ---------------------------------------------------------------- folders and iterations
-def is_iteration_dir(path: str) -> bool:
-    """True when `path` directly holds model weights (our safetensors or a legacy SAT `.pt`)."""
-    return any(os.path.isfile(os.path.join(path, f)) for f in _WEIGHT_FILES)
-
-
-def _iteration_of(name: str) -> int:
-    return 0 if name == RELEASE else int(name)
-
-
-def _available(run_dir: str) -> str:
-    names = [n for n in os.listdir(run_dir) if (n.isdigit() or n == RELEASE)
-             and is_iteration_dir(os.path.join(run_dir, n))]
-    return ", ".join(sorted(names, key=_iteration_of)) or "none"
-
-
-def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str, int]:
-    """Run folder (uses `latest`) or iteration folder -> (iteration_dir, iteration); clear errors."""
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    if not os.path.isdir(path):
-        raise CheckpointError(f"Checkpoint folder {path} does not exist; pass the run folder written by "
-                              "--save (it holds `latest`) or one iteration folder inside it.")
-    if is_iteration_dir(path):
-        name = os.path.basename(path)
-        iteration = _iteration_of(name) if (name.isdigit() or name == RELEASE) else 0
-        if load_iteration is not None and load_iteration != iteration:
-            raise CheckpointError(f"--load-iteration {load_iteration} conflicts with the iteration folder "
-                                  f"{path}; pass the run folder {os.path.dirname(path)} instead.")
-        return path, iteration
-    if load_iteration is not None:
-        tag = str(load_iteration)
-    else:
-        tag = _read_latest(path)
-    folder = os.path.join(path, tag)
-    if not os.path.isdir(folder) and os.path.isdir(os.path.join(path, f".old-{tag}")):
-        folder = os.path.join(path, f".old-{tag}")  # a re-save of this iteration was interrupted mid-swap
-    if not is_iteration_dir(folder):
-        raise CheckpointError(f"Iteration {tag} of {path} is missing or holds no weights ({folder}); "
-                              f"available iterations: {_available(path)} — pass one with "
-                              "--load-iteration N.")
-    return folder, _iteration_of(tag)
-
-
-def _read_latest(run_dir: str) -> str:
-    latest = os.path.join(run_dir, LATEST)
-    if not os.path.isfile(latest):
-        raise CheckpointError(f"{run_dir} has no `{LATEST}` file and holds no weights itself; pass the run "
-                              "folder written by --save, an iteration folder, or pick one with --load-iteration "
-                              f"N (available: {_available(run_dir)}).")
-    with open(latest, encoding="utf-8") as f:
-        tag = f.read().strip()
-    if not (tag.isdigit() or tag == RELEASE):
-        raise CheckpointError(f"{latest} contains {tag!r}, expected an iteration number or 'release'; "
-                              "fix the file or pass --load-iteration N.")
-    return tag
-
-
-def read_model_config(iteration_dir: str) -> dict[str, Any]:
-    """model_config.json of an iteration folder (its own copy, else the run folder's); {} if none."""
-    for folder in (iteration_dir, os.path.dirname(iteration_dir)):
-        path = os.path.join(folder, MODEL_CONFIG)
-        if os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from the run that "
-                                      "wrote the checkpoint.") from e
-    return {}
-
-
-# ---------------------------------------------------------------- weights
-def read_weights(iteration_dir: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict, tied aliases) from an iteration folder; safetensors tensors are mmapped, not copied."""
-    index = os.path.join(iteration_dir, WEIGHTS_INDEX)
-    single = os.path.join(iteration_dir, WEIGHTS)
-    if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index} is unreadable ({e}); re-save the checkpoint.") from e
-        state: dict[str, torch.Tensor] = {}
-        tied: dict[str, str] = {}
-        for name in files:
-            part, part_tied = read_safetensors(os.path.join(iteration_dir, name))
-            state.update(part)
-            tied.update(part_tied)
-        return state, tied
-    if os.path.isfile(single):
-        return read_safetensors(single)
-    legacy = os.path.join(iteration_dir, LEGACY_WEIGHTS)
-    if os.path.isfile(legacy):
-        return read_legacy_pt(legacy), {}
-    raise CheckpointError(f"No weights in {iteration_dir}: expected {WEIGHTS}, {WEIGHTS_INDEX} or "
-                          f"{LEGACY_WEIGHTS}; pass a checkpoint folder written by sat_accel or SAT.")
-
-
-def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors (mmapped) and the tied-alias map of one safetensors file; corrupt files name the file."""
-    try:
-        with safe_open(path, framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"Weights file {path} is truncated or corrupt ({e}); load an earlier "
-                              "iteration with --load-iteration N or re-save it.") from e
-    return state, json.loads(meta.get(TIED_METADATA_KEY, "{}"))
-
-
-def read_legacy_pt(path: str) -> dict[str, torch.Tensor]:
-    """The `module` dict of a SAT `mp_rank_00_model_states.pt`, unpickled with weights_only=True."""
-    try:
-        with torch.serialization.safe_globals(_LEGACY_SAFE_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # UnpicklingError for foreign globals, RuntimeError/EOFError for damage
-        raise CheckpointError(f"Cannot read legacy checkpoint {path} safely ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]}); it must be an intact SAT checkpoint holding "
-                              "only tensors and plain data.") from e
-    module = obj.get("module") if isinstance(obj, dict) else None
-    if not isinstance(module, dict):
-        raise CheckpointError(f"Legacy checkpoint {path} has no `module` state dict; it is not a SAT "
-                              "model checkpoint.")
-    return module
 
 
 # ---------------------------------------------------------------- state dict -> model
@@ -276,8 +137,6 @@ def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[
 
     Accepts `(args, name)` and `(name, args=None)`; options home_path, url, sha256, prefix, build_only,
     overwrite_args, specific_iteration/load_iteration; other keywords go to the model constructor."""
-    from ..hub import resolve_model_folder  # hub converts HF folders with the checkpoint writer
-
     name, user_args, opts = _parse_call(args, kwargs)
     folder = resolve_model_folder(name, home_path=opts.get("home_path"), url=opts.get("url"),
                                   sha256=opts.get("sha256"))
@@ -322,8 +181,6 @@ def _parse_call(positional: tuple, kwargs: dict) -> tuple[str, argparse.Namespac
 def _pick_class(model_cls: type | None, config: dict, where: str) -> type:
     if model_cls is not None:
         return model_cls
-    from .registry import get_model_class, registered_models
-
     class_name = config.get("model_class")
     known = sorted(registered_models())
     if not class_name:

@@ -11,43 +11,29 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from ..errors import CheckpointError, ConfigError
+from ..checkpoint_format import (ARGS_FILE, LATEST, MODEL_CONFIG, OLD_PREFIX, OPTIMIZER, SCALER, SCHEDULER,
+                                 TMP_PREFIX, TRAINER_STATE, TRAINING_STATE, atomic_write_text, durable_rename,
+                                 fsync_path, fsync_tree, is_iteration_dir, parse_size, read_weights,
+                                 resolve_load_dir, safe_torch_load, save_model_folder, write_json, write_weights)
+from ..errors import CheckpointError
+from ..model.loading import load_state_dict_into
 from . import sharded_state
-from ..model.loading import (LATEST, MODEL_CONFIG, RELEASE, TIED_METADATA_KEY, TRAINING_STATE, WEIGHTS,
-                             WEIGHTS_INDEX, is_iteration_dir, load_state_dict_into, read_weights,
-                             resolve_load_dir)
 
 logger = logging.getLogger(__name__)
 
+# resolve_load_dir, write_weights, save_model_folder and parse_size are re-exported from checkpoint_format.
 __all__ = ["full_state_dict", "save_checkpoint", "resolve_load_dir", "load_model_weights",
            "load_training_state", "write_weights", "save_model_folder", "apply_retention", "parse_size"]
 
-TMP_PREFIX = ".tmp-"  # anything named like this in a run folder is an unfinished save or a deletion
-OPTIMIZER, SCHEDULER, SCALER = "optimizer.pt", "scheduler.pt", "scaler.pt"
-TRAINER_STATE, ARGS_FILE = "trainer_state.json", "args.json"
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 # Written for a model that is not a sat_accel BaseModel (SAT's always-recorded architecture args).
 _ARCH_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
               "layernorm_order", "inner_hidden_size", "layernorm_epsilon", "model_parallel_size")
-
-
-def parse_size(value: int | str) -> int:
-    """'5GB' -> 5*10**9 bytes (KB/MB/GB decimal, KiB/MiB/GiB binary); ints pass through."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-    unit = match.group(2).upper() if match else None
-    if match is None or unit not in _SIZE_UNITS or float(match.group(1)) <= 0:
-        raise ConfigError(f"--max-shard-size {value!r} is not a size; use a number of bytes or e.g. 500MB, 5GB.")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 # ---------------------------------------------------------------- weights
@@ -62,59 +48,6 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tens
     return {k: v.detach().cpu() for k, v in state.items()} if main else {}
 
 
-def _safetensors_ready(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """safetensors refuses shared storage: keep one name per tied tensor, copy other overlapping views."""
-    first: dict[tuple, str] = {}
-    out: dict[str, torch.Tensor] = {}
-    tied: dict[str, str] = {}
-    for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.data_ptr(), tuple(tensor.shape), tensor.stride(),
-               tensor.dtype)
-        if tensor.numel() and key in first:
-            tied[name] = first[key]
-            continue
-        first.setdefault(key, name)
-        out[name] = tensor
-    users = Counter(t.untyped_storage().data_ptr() for t in out.values() if t.numel())
-    for name, tensor in out.items():
-        if not tensor.is_contiguous():
-            out[name] = tensor.contiguous()
-        elif tensor.numel() and users[tensor.untyped_storage().data_ptr()] > 1:
-            out[name] = tensor.clone()
-    return out, tied
-
-
-def write_weights(folder: str, state: dict[str, torch.Tensor], max_shard_size: int | str = "5GB") -> list[str]:
-    """Write model.safetensors (or shards + model.safetensors.index.json above max_shard_size), fsynced."""
-    state, tied = _safetensors_ready(state)
-    limit = parse_size(max_shard_size)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > limit:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += nbytes
-    metadata = {"format": "pt", TIED_METADATA_KEY: json.dumps(tied, sort_keys=True)}
-    if len(shards) == 1:
-        names = [WEIGHTS]
-    else:
-        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for name, shard in zip(names, shards):
-        save_file(shard, os.path.join(folder, name), metadata=metadata)
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
-                 "weight_map": {k: n for n, shard in zip(names, shards) for k in shard}}
-        _write_json(os.path.join(folder, WEIGHTS_INDEX), index)
-        names.append(WEIGHTS_INDEX)
-    paths = [os.path.join(folder, n) for n in names]
-    for path in paths:
-        _fsync(path)
-    return paths
-
-
 def model_config_of(model: torch.nn.Module, args: argparse.Namespace | None) -> dict[str, Any]:
     """model_config.json content: the model's own get_model_config(), else its class + SAT arch args."""
     if hasattr(model, "get_model_config"):
@@ -122,28 +55,6 @@ def model_config_of(model: torch.nn.Module, args: argparse.Namespace | None) -> 
     config: dict[str, Any] = {"model_class": type(model).__name__}
     config.update({k: getattr(args, k) for k in _ARCH_KEYS if getattr(args, k, None) is not None})
     return config
-
-
-def save_model_folder(folder: str, state: dict[str, torch.Tensor], model_config: dict[str, Any],
-                      max_shard_size: int | str = "5GB") -> str:
-    """Atomically create a from_pretrained-ready folder (model_config.json, latest, release/ weights)."""
-    folder = os.path.abspath(folder)
-    if os.path.exists(folder):
-        raise CheckpointError(f"{folder} already exists; choose a new destination or delete it first.")
-    tmp = f"{folder}{TMP_PREFIX}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, RELEASE))
-    try:
-        write_weights(os.path.join(tmp, RELEASE), state, max_shard_size)
-        _write_json(os.path.join(tmp, MODEL_CONFIG), model_config)
-        _atomic_write(os.path.join(tmp, LATEST), RELEASE)
-        _fsync_tree(tmp)
-        os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(os.path.dirname(folder))
-    return folder
 
 
 # ---------------------------------------------------------------- save
@@ -168,10 +79,10 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
             _write_rank_state(accelerator, tmp, optimizer, model)
         if main:
             write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
-            _write_json(os.path.join(tmp, MODEL_CONFIG), config)
+            write_json(os.path.join(tmp, MODEL_CONFIG), config)
             if with_optim:
                 _write_shared_state(accelerator, tmp, optimizer, lr_scheduler, extra_state, args)
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
 
     def publish() -> None:
         if main:
@@ -215,9 +126,10 @@ def _start_save(run_dir: str, tmp: str, with_optim: bool) -> None:
     os.makedirs(run_dir, exist_ok=True)
     for name in os.listdir(run_dir):
         path = os.path.join(run_dir, name)
-        if name.startswith(".old-") and not os.path.exists(os.path.join(run_dir, name[5:])):
-            os.rename(path, os.path.join(run_dir, name[5:]))  # finish a swap that a crash interrupted
-        elif name.startswith((TMP_PREFIX, ".old-")):
+        replaced = name[len(OLD_PREFIX):]
+        if name.startswith(OLD_PREFIX) and not os.path.exists(os.path.join(run_dir, replaced)):
+            durable_rename(path, os.path.join(run_dir, replaced))  # finish a swap that a crash interrupted
+        elif name.startswith((TMP_PREFIX, OLD_PREFIX)):
             shutil.rmtree(path, ignore_errors=True)
     os.makedirs(os.path.join(tmp, TRAINING_STATE) if with_optim else tmp)
 
@@ -235,7 +147,7 @@ def _write_rank_state(accelerator, tmp: str, optimizer, model=None) -> None:
     if _optimizer_is_sharded(accelerator):  # collective: DeepSpeed / DCP write every rank's shard
         sharded_state.save_sharded_state(accelerator, model, optimizer, os.path.join(tmp, TRAINING_STATE))
     for path in paths:
-        _fsync(path)
+        fsync_path(path)
 
 
 def _write_shared_state(accelerator, tmp: str, optimizer, lr_scheduler, extra_state: dict,
@@ -247,23 +159,21 @@ def _write_shared_state(accelerator, tmp: str, optimizer, lr_scheduler, extra_st
         torch.save(lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER))
     if getattr(accelerator, "scaler", None) is not None:
         torch.save(accelerator.scaler.state_dict(), os.path.join(folder, SCALER))
-    _write_json(os.path.join(folder, TRAINER_STATE), extra_state)
-    _write_json(os.path.join(folder, ARGS_FILE), vars(args) if args is not None else {})
+    write_json(os.path.join(folder, TRAINER_STATE), extra_state)
+    write_json(os.path.join(folder, ARGS_FILE), vars(args) if args is not None else {})
 
 
 def _publish(run_dir: str, tmp: str, iteration: int, config: dict) -> None:
     final = os.path.join(run_dir, str(iteration))
     if os.path.exists(final):  # same iteration saved again: swap, so a crash leaves one of the two
-        old = os.path.join(run_dir, f".old-{iteration}")
-        os.rename(final, old)
-        os.rename(tmp, final)
-        _fsync_dir(run_dir)
+        old = os.path.join(run_dir, f"{OLD_PREFIX}{iteration}")
+        durable_rename(final, old)
+        durable_rename(tmp, final)
         shutil.rmtree(old)
     else:
-        os.rename(tmp, final)
-    _fsync_dir(run_dir)
-    _atomic_write(os.path.join(run_dir, MODEL_CONFIG), json.dumps(config, indent=4, sort_keys=True, default=str))
-    _atomic_write(os.path.join(run_dir, LATEST), str(iteration))
+        durable_rename(tmp, final)
+    atomic_write_text(os.path.join(run_dir, MODEL_CONFIG), json.dumps(config, indent=4, sort_keys=True, default=str))
+    atomic_write_text(os.path.join(run_dir, LATEST), str(iteration))
 
 
 def apply_retention(run_dir: str, limit: int | None, keep: int) -> list[int]:
@@ -328,17 +238,11 @@ def _load_optimizer(optimizer, optimizer_file: str) -> None:
 
 
 def _torch_load(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete — load another iteration "
-                              "with --load-iteration N.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, foreign globals
-        raise CheckpointError(f"{path} is corrupt or unsafe to unpickle ({type(e).__name__}); load another "
-                              "iteration with --load-iteration N.") from e
+    return safe_torch_load(path, what="Training-state file", advice="the checkpoint is incomplete or damaged "
+                           "— load another iteration with --load-iteration N.")
 
 
-# ---------------------------------------------------------------- RNG and file helpers
+# ---------------------------------------------------------------- RNG
 def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": random.getstate(), "torch": torch.get_rng_state(),
@@ -357,37 +261,3 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def _write_json(path: str, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    _fsync(path)  # a directory's entries are durable only after fsync on the directory itself
-
-
-def _fsync_tree(folder: str) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            _fsync(os.path.join(root, name))
-        _fsync_dir(root)
