@@ -17,6 +17,7 @@ from ..arguments import add_model_config_args
 from ..errors import ConfigError
 from .mixins import BaseMixin
 from .registry import register_model
+from .initialization import DEFAULT_INITIALIZER_RANGE, init_module_, output_projection_std
 from .transformer import ARCH_DEFAULTS, HOOK_NAMES, HOOKS_DEFAULT, REQUIRED_ARCH, BaseTransformer
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,16 @@ class BaseModel(torch.nn.Module):
     ``(logits, *per_layer_outputs)``. Keyword arguments given here override the values in ``args``.
     ``ARCH_DEFAULT_OVERRIDES`` holds a family's own architecture defaults (e.g. BERT's post-LN): they
     apply to ``cls.get_args()`` only, never to the caller's parser.
+
+    Initialisation (docs/models.md): every trunk module goes through ``_init_weights(module, name)``
+    (N(0, ``initializer_range``) weights, zero biases, unit norms; output projections scaled by
+    1/sqrt(2L) when ``scale_output_init``); mixins initialise themselves in their constructors. Subclasses
+    set the two class attributes, or override ``_init_weights`` for modules the rule does not know.
     """
 
     ARCH_DEFAULT_OVERRIDES: dict = {}
+    initializer_range: float = DEFAULT_INITIALIZER_RANGE
+    scale_output_init: bool = True  # SAT's rule; transformers' BERT does not scale
 
     def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None,
                  params_dtype: torch.dtype = torch.float32, **kwargs):
@@ -47,9 +55,11 @@ class BaseModel(torch.nn.Module):
         if transformer is not None:
             self.transformer = transformer  # shared trunk (e.g. encoder-decoder models)
         else:
+            # Built uninitialised, then initialised once by this class's rule (unless --skip-init).
             self.transformer = BaseTransformer(**self._transformer_kwargs(args, kwargs),
-                                               params_dtype=params_dtype,
-                                               skip_init=bool(getattr(args, "skip_init", False)))
+                                               params_dtype=params_dtype, skip_init=True)
+            if not getattr(args, "skip_init", False):
+                self._init_trunk()
         self.collect_hooks_()
 
     @staticmethod
@@ -113,6 +123,29 @@ class BaseModel(torch.nn.Module):
         if name not in self.mixins:
             raise ConfigError(f"no mixin named {name!r} (this model has: {', '.join(self.mixins) or 'none'}).")
         return self.mixins[name]
+
+    # ------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def _init_weights(self, module: torch.nn.Module, name: str = "") -> list[str]:
+        """Initialise ``module``'s own parameters (``name``: its path, for the output-projection rule);
+        returns the names of parameters the rule does not know (see initialization.init_module_)."""
+        std = self.initializer_range
+        if self.scale_output_init:
+            std = output_projection_std(name, std, self.transformer.num_layers)
+        return init_module_(module, std)
+
+    def _init_trunk(self) -> None:
+        for name, module in self.transformer.named_modules():
+            unknown = self._init_weights(module, name)
+            if unknown:
+                raise ConfigError(f"{type(self).__name__} has no init rule for the parameters {unknown} of "
+                                  f"transformer.{name} ({type(module).__name__}); override _init_weights.")
+
+    def init_weights(self) -> None:
+        """Re-draw the trunk by ``_init_weights`` and call every mixin's ``reinit(model)`` (which re-draws
+        the mixins that define one, e.g. BERT's and ``MLPHeadMixin``; SAT's default is a no-op)."""
+        self._init_trunk()
+        self.reinit()
 
     def reinit(self, mixin_names: Optional[Iterable[str]] = None) -> None:
         """Call ``reinit(self)`` on the named mixins (all when None), e.g. after a partial load."""

@@ -17,6 +17,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+from .initialization import DEFAULT_INITIALIZER_RANGE, init_module_
+
 
 def non_conflict(func: Callable) -> Callable:
     """Mark a mixin hook as a wrapper: it gets the previous implementation as ``old_impl``."""
@@ -44,6 +47,18 @@ class BaseMixin(torch.nn.Module):
         needs nothing more; override it when a load must restore a specific init (``AdapterMixin``)
         or when the mixin rewires the model (``LoraMixin``). ``parent_model`` is the model.
         """
+
+    @torch.no_grad()
+    def init_submodules_(self, std: float = DEFAULT_INITIALIZER_RANGE) -> None:
+        """Initialise every parameter of this mixin by the library's rule (initialization.py): N(0, std)
+        Linear/Embedding weights (padding row 0), zero biases, unit norms. For constructors and ``reinit``;
+        a raw ``nn.Parameter`` (no rule) raises ConfigError: initialise it yourself."""
+        for name, module in self.named_modules():
+            unknown = init_module_(module, std)
+            if unknown:
+                raise ConfigError(f"{type(self).__name__} has parameters {unknown} in {name or 'itself'} "
+                                  f"({type(module).__name__}) that init_submodules_ has no rule for; "
+                                  "initialise them in the constructor instead.")
 
 
 class MLPHeadMixin(BaseMixin):

@@ -20,7 +20,6 @@ model when a ``non_conflict`` mixin calls them as ``old_impl``) and find their w
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .initialization import DEFAULT_INITIALIZER_RANGE, init_module_, output_projection_std
 
 HOOK_NAMES = ("word_embedding_forward", "position_embedding_forward", "attention_fn",
               "attention_forward", "cross_attention_forward", "mlp_forward", "routing_forward",
@@ -338,18 +338,11 @@ class BaseTransformer(torch.nn.Module):
             _point_to(module, self)
 
     @torch.no_grad()
-    def reset_parameters(self, std: float = 0.02) -> None:
-        """SAT's init: N(0, std) weights, N(0, std/sqrt(2L)) output projections, zero biases."""
-        out_std = std / math.sqrt(2.0 * self.num_layers)
+    def reset_parameters(self, std: float = DEFAULT_INITIALIZER_RANGE, scale_output: bool = True) -> None:
+        """SAT's init: N(0, std) weights, zero biases, unit layernorms, and (``scale_output``) the output
+        projections ``attention.dense`` / ``mlp.dense_4h_to_h`` at N(0, std / sqrt(2 * num_layers))."""
         for name, module in self.named_modules():
-            if isinstance(module, torch.nn.LayerNorm) or (  # or a custom norm (e.g. LLaMA's RMSNorm)
-                    name.endswith("layernorm") and hasattr(module, "reset_parameters")):
-                module.reset_parameters()
-            elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                is_output = name.endswith(("attention.dense", "mlp.dense_4h_to_h"))
-                torch.nn.init.normal_(module.weight, 0.0, out_std if is_output else std)
-                if getattr(module, "bias", None) is not None:
-                    torch.nn.init.zeros_(module.bias)
+            init_module_(module, output_projection_std(name, std, self.num_layers) if scale_output else std)
 
     def _check_mask(self, attention_mask, batch: int, seq: int, device, mem: int = 0) -> torch.Tensor:
         """SAT mask -> what hooks receive: ``ones(1, 1)`` for None (full attention), a causal ``[1, 1, s, k]``

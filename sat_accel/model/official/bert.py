@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError
 from ..base_model import BaseModel
+from ..initialization import DEFAULT_INITIALIZER_RANGE
 from ..mixins import BaseMixin
 from ..transformer import BaseTransformer
 
@@ -37,9 +38,15 @@ class BertFinalMixin(BaseMixin):
     """MLM head as ``final_forward``: ``[b, s, h] -> [b, s, vocab]``."""
 
     def __init__(self, vocab_size: int, hidden_size: int, layernorm_epsilon: float = 1e-12,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, init_std: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
         self.lm_head = BertLMHead(vocab_size, hidden_size, layernorm_epsilon, dtype)
+        self.init_std = init_std
+        self.init_submodules_(init_std)
+
+    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
+        """Re-draw as transformers' BERT: N(0, the model's initializer_range) weights, zero biases."""
+        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def final_forward(self, logits: torch.Tensor, **kw_args) -> torch.Tensor:
         return self.lm_head(logits)
@@ -48,9 +55,18 @@ class BertFinalMixin(BaseMixin):
 class BertTypeMixin(BaseMixin):
     """Adds token-type embeddings to the word embeddings; makes ``token_type_ids`` a required input."""
 
-    def __init__(self, num_types: int, hidden_size: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, num_types: int, hidden_size: int, dtype: torch.dtype = torch.float32,
+                 init_std: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
+        # N(0, 0.02) like the word embeddings; nn.Embedding's N(0, 1) drowns the tokens after the
+        # first layernorm and a from-scratch BERT then cannot learn.
         self.type_embeddings = torch.nn.Embedding(num_types, hidden_size, dtype=dtype)
+        self.init_std = init_std
+        self.init_submodules_(init_std)
+
+    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
+        """Re-draw N(0, the model's initializer_range)."""
+        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def word_embedding_forward(self, input_ids: torch.Tensor, **kw_args) -> torch.Tensor:
         token_type_ids = kw_args.get("token_type_ids")
@@ -65,10 +81,13 @@ class BertModel(BaseModel):
     """SAT's BERT: exact-GELU post-LN encoder with the 'bert-type' and 'bert-final' mixins.
 
     ``BertModel.get_args()`` defaults to ``layernorm_order='post'`` and ``layernorm_epsilon=1e-12``
-    (BERT's values); args from the command line keep whatever they say.
+    (BERT's values); args from the command line keep whatever they say. Initialised as transformers'
+    BERT: every Linear/Embedding weight N(0, 0.02) (output projections not scaled), zero biases, unit
+    layernorms, token-type embeddings and MLM head included.
     """
 
     ARCH_DEFAULT_OVERRIDES = {"layernorm_order": "post", "layernorm_epsilon": 1e-12}
+    scale_output_init = False
 
     def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None,
                  params_dtype: torch.dtype = torch.float32, **kwargs):
@@ -78,8 +97,10 @@ class BertModel(BaseModel):
         num_types = self._model_specific.get("num_types") or 2
         if self._model_specific.get("mlm_head", True):  # False for headless checkpoints (HF BertModel)
             self.add_mixin("bert-final", BertFinalMixin(arch["vocab_size"], arch["hidden_size"],
-                                                        arch["layernorm_epsilon"], dtype=params_dtype))
-        self.add_mixin("bert-type", BertTypeMixin(num_types, arch["hidden_size"], dtype=params_dtype))
+                                                        arch["layernorm_epsilon"], dtype=params_dtype,
+                                                        init_std=self.initializer_range))
+        self.add_mixin("bert-type", BertTypeMixin(num_types, arch["hidden_size"], dtype=params_dtype,
+                                                  init_std=self.initializer_range))
 
     @classmethod
     def add_model_specific_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
