@@ -10,11 +10,11 @@ from sat_accel.convert.hf_bert import hf_to_sat_bert
 from sat_accel.errors import ConfigError
 from sat_accel.model import BaseMixin, BaseModel, BertModel, MLPHeadMixin
 from sat_accel.model.initialization import init_module_
+from tiny_task import MARKER_TASK, marker_examples
 
 transformers = pytest.importorskip("transformers")
 
-SIZE = dict(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=64, max_sequence_length=16)
-CLS, MARKER, SEQ = 1, 7, 12
+SIZE = dict(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=MARKER_TASK["vocab"], max_sequence_length=16)
 
 
 def hf_config(size: dict = SIZE, **extra):
@@ -108,18 +108,8 @@ def test_skip_init_leaves_weights_to_the_loader_and_init_weights_redraws():
 
 # ---------------------------------------------------------------- learnability vs transformers
 def marker_batches(steps: int, batch: int, seed: int = 0):
-    """label 1 iff token MARKER occurs after [CLS]; balanced; tokens drawn from [3, vocab)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(steps):
-        ids = torch.randint(3, SIZE["vocab_size"] - 1, (batch, SEQ), generator=gen)
-        ids[ids >= MARKER] += 1  # never MARKER by chance
-        labels = torch.randint(0, 2, (batch,), generator=gen)
-        where = torch.randint(1, SEQ, (batch,), generator=gen)
-        ids[labels.bool(), where[labels.bool()]] = MARKER
-        ids[:, 0] = CLS
-        out.append((ids, labels))
-    return out
+    ids, labels = marker_examples(steps * batch, seed)
+    return list(zip(ids.split(batch), labels.split(batch)))
 
 
 def train_ours(batches, lr: float) -> list[float]:

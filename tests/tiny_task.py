@@ -161,3 +161,33 @@ def forward_step_tokens(data_iterator, model, args, timers):
     logits = model(batch["input_ids"], batch["attention_mask"])
     loss = F.cross_entropy(logits, batch["label"])
     return loss, {"padded_len": torch.tensor(float(batch["input_ids"].shape[1]))}
+
+
+# ---------------------------------------------------------------- "token 7 occurs" (from-scratch BERT learnability)
+MARKER_TASK = dict(vocab=64, seq=12, cls=1, marker=7)
+
+
+def marker_examples(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [n, seq], labels [n]): label 1 iff token 7 occurs after [CLS] (id 1); balanced, ids from [3, 64)."""
+    vocab, seq, cls, marker = (MARKER_TASK[k] for k in ("vocab", "seq", "cls", "marker"))
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab - 1, (n, seq), generator=gen)
+    ids[ids >= marker] += 1  # never the marker by chance
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    where = torch.randint(1, seq, (n,), generator=gen)
+    ids[labels.bool(), where[labels.bool()]] = marker
+    ids[:, 0] = cls
+    return ids, labels
+
+
+class MarkerDataset(torch.utils.data.Dataset):
+    """`marker_examples` as a map-style dataset of {"input_ids", "label"}."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.ids, self.labels = marker_examples(n, seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input_ids": self.ids[index], "label": self.labels[index]}
