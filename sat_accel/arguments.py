@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import random
@@ -19,6 +20,13 @@ import torch
 
 from .data.splits import parse_split
 from .errors import ConfigError
+from .sat_flags import (add_deepspeed_launcher_args, add_sat_data_flags, add_sat_model_flags,
+                        add_sat_training_flags, add_text_generate_args, add_tokenization_args,
+                        log_noted_flags, refused_flag_problems)
+
+__all__ = ["get_args", "build_parser", "validate_args", "add_model_config_args", "add_training_args",
+           "add_evaluation_args", "add_data_args", "add_tokenization_args", "add_text_generate_args",
+           "set_random_seed", "reset_random_seed", "update_args_with_file", "overwrite_args_by_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ def add_model_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                        help="skip random weight init (weights will be loaded right after)")
     group.add_argument("--model-parallel-size", type=int, default=1,
                        help="tensor model parallelism (only 1 is supported; accepted for SAT scripts)")
+    add_sat_model_flags(group)
     return parser
 
 
@@ -109,6 +118,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="save and stop after this many minutes of training")
     group.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                        help="set by launchers; read from LOCAL_RANK otherwise")
+    add_sat_training_flags(group)
     return parser
 
 
@@ -140,6 +150,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                             "to its longest (docs/data.md)")
     group.add_argument("--group-by-length-window", type=int, default=50,
                        help="global batches per length-sorted window of --group-by-length")
+    add_sat_data_flags(group)
     return parser
 
 
@@ -149,7 +160,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         parser = argparse.ArgumentParser(description="sat_accel")
     elif not isinstance(parser, argparse.ArgumentParser):
         raise ConfigError(f"get_args(parser=...) needs an argparse.ArgumentParser, got {type(parser).__name__}.")
-    for add in (add_model_config_args, add_training_args, add_evaluation_args, add_data_args):
+    for add in (add_model_config_args, add_training_args, add_evaluation_args, add_data_args,
+                add_tokenization_args, add_text_generate_args, add_deepspeed_launcher_args):
         add(parser)
     return parser
 
@@ -191,6 +203,7 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         problems.append("--wandb needs the wandb package, which is not installed: pip install 'sat-accel[wandb]'.")
     problems += _data_problems(args)
     problems += _deepspeed_problems(args)
+    problems += refused_flag_problems(args)
     return problems
 
 
@@ -230,13 +243,54 @@ def _apply_launcher_env(args: argparse.Namespace) -> None:
     args.device = f"cuda:{args.local_rank}" if args.cuda else "cpu"
 
 
+_last_seed = {"seed": 1234}  # what reset_random_seed(scale) multiplies (SAT keeps it in a global too)
+
+
 def set_random_seed(seed: int) -> None:
     """Seed python, numpy and torch (CPU and every GPU) with the same value on every rank."""
+    _last_seed["seed"] = seed
+    _seed_everything(seed)
+
+
+def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def reset_random_seed(scale: int = 1) -> None:
+    """SAT's re-seed: seed everything again with (the last --seed) x `scale`."""
+    _seed_everything(_last_seed["seed"] * scale)
+
+
+def update_args_with_file(args: argparse.Namespace, path: str) -> argparse.Namespace:
+    """A NEW Namespace: `args` overridden by the JSON file `path` (SAT: the file wins); keys ending in
+    `_path` that are relative are taken relative to the file's folder."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"update_args_with_file: cannot read {path} as JSON ({e}); pass a JSON object file.") from e
+    if not isinstance(config, dict):
+        raise ConfigError(f"update_args_with_file: {path} must hold a JSON object, got {type(config).__name__}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    for key, value in config.items():
+        if key.endswith("_path") and isinstance(value, str) and not os.path.isabs(value):
+            config[key] = os.path.join(folder, value)
+    return argparse.Namespace(**{**vars(args), **config})
+
+
+def overwrite_args_by_dict(args: argparse.Namespace, overwrite_args: dict | None = None) -> argparse.Namespace:
+    """Set every key of `overwrite_args` on `args` (in place, returned too); SAT's `decoder_freq` key becomes
+    the per-layer `is_decoder` list."""
+    for key, value in (overwrite_args or {}).items():
+        if key == "decoder_freq":
+            args.is_decoder = [i % value == 0 for i in range(args.num_layers)]
+        else:
+            setattr(args, key, value)
+    return args
 
 
 def get_args(args_list: Sequence[str] | None = None,
@@ -262,6 +316,7 @@ def get_args(args_list: Sequence[str] | None = None,
         logger.warning("Neither --train-iters nor --epochs given: training for %d iterations.", DEFAULT_TRAIN_ITERS)
     if args.eval_batch_size is None:
         args.eval_batch_size = args.batch_size
+    log_noted_flags(args)
     _apply_launcher_env(args)
     set_random_seed(args.seed)
     return args

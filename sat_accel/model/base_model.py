@@ -15,7 +15,8 @@ import torch
 
 from ..arguments import add_model_config_args
 from ..errors import ConfigError
-from .mixins import BaseMixin
+from ..sat_flags import UNBUILT_ARCH_FLAGS
+from .mixins import BaseMixin, non_conflict, replacable  # noqa: F401 (SAT imports them from here)
 from .registry import register_model
 from .initialization import DEFAULT_INITIALIZER_RANGE, init_module_, output_projection_std
 from .transformer import ARCH_DEFAULTS, HOOK_NAMES, HOOKS_DEFAULT, REQUIRED_ARCH, BaseTransformer
@@ -45,6 +46,9 @@ class BaseModel(torch.nn.Module):
     ARCH_DEFAULT_OVERRIDES: dict = {}
     initializer_range: float = DEFAULT_INITIALIZER_RANGE
     scale_output_init: bool = True  # SAT's rule; transformers' BERT does not scale
+    # SAT architecture flags (sat_flags.UNBUILT_ARCH_FLAGS) this class implements itself, e.g. a family that
+    # adds rotary embeddings as a mixin lists "is_rotary_emb"; any other non-default value is refused.
+    HANDLED_SAT_ARCH_FLAGS: tuple = ()
 
     def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None,
                  params_dtype: torch.dtype = torch.float32, **kwargs):
@@ -56,6 +60,7 @@ class BaseModel(torch.nn.Module):
             self.transformer = transformer  # shared trunk (e.g. encoder-decoder models)
         else:
             # Built uninitialised, then initialised once by this class's rule (unless --skip-init).
+            self._refuse_unbuilt_arch(args, kwargs)
             self.transformer = BaseTransformer(**self._transformer_kwargs(args, kwargs),
                                                params_dtype=params_dtype, skip_init=True)
             if not getattr(args, "skip_init", False):
@@ -76,6 +81,18 @@ class BaseModel(torch.nn.Module):
                 logger.debug("%s has no effect with model parallel size 1; ignored.", name)
         kwargs.update(overrides)  # explicit keyword arguments win over args (SAT raised instead)
         return kwargs
+
+    @classmethod
+    def _refuse_unbuilt_arch(cls, args: argparse.Namespace, overrides: dict) -> None:
+        """SAT flags such as --is-rotary-emb parse, but a model that ignores them would train the wrong thing."""
+        for name, default in UNBUILT_ARCH_FLAGS.items():
+            value = overrides.get(name, getattr(args, name, default))
+            if name in ARCH_DEFAULTS or name in cls.HANDLED_SAT_ARCH_FLAGS or value == default:
+                continue
+            raise ConfigError(f"--{name.replace('_', '-')} {value} is not built into {cls.__name__}; drop the flag "
+                              "or use a model class that implements it (see docs/migrating_from_sat.md).")
+        for name in UNBUILT_ARCH_FLAGS.keys() - ARCH_DEFAULTS.keys():
+            overrides.pop(name, None)  # SAT constructor keywords the trunk does not take
 
     @classmethod
     def _read_model_specific(cls, args: argparse.Namespace) -> dict:
