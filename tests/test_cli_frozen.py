@@ -59,7 +59,7 @@ SAT_FLAGS = {
     "--layernorm-order": ("post", "works"), "--inner-hidden-size": ("128", "works"),
     "--hidden-size-per-attention-head": ("16", "works"), "--model-parallel-size": ("2", "refused"),
     "--skip-init": (None, "works"), "--use-gpu-initialization": (None, "noted"),
-    "--num-multi-query-heads": ("2", "refused at build"), "--is-gated-mlp": (None, "refused at build"), "--is-rotary-emb": (None, "refused at build"),
+    "--num-multi-query-heads": ("2", "works"), "--is-gated-mlp": (None, "works"), "--is-rotary-emb": (None, "works"),
     "--layernorm-epsilon": ("1e-12", "works"), "--hidden-dropout": ("0.0", "works"),
     "--attention-dropout": ("0.0", "works"), "--drop-path": ("0.1", "refused at build"),
     "--make-vocab-size-divisible-by": ("64", "noted"), "--parallel-output": (None, "noted"),

@@ -78,6 +78,17 @@ def test_two_dimensional_s_by_s_mask_equals_the_4d_one():
     assert not torch.allclose(model(ids(), None, causal)[0], model(ids())[0])
 
 
+@pytest.mark.parametrize("family", ["GPT2Model", "LLaMAModel"])
+def test_sat_pre_parser_namespace_idiom_with_every_family(family):
+    import sat_accel.model.official as official
+
+    cls = getattr(official, family)
+    py_parser = cls.add_model_specific_args(argparse.ArgumentParser(add_help=False))
+    known, args_list = py_parser.parse_known_args(["--num-layers", "2", "--num-multi-query-heads", "2"])
+    args = argparse.Namespace(**vars(get_args(args_list)), **vars(known))
+    assert (args.num_layers, args.num_multi_query_heads) == (2, 2)
+
+
 def test_sat_pre_parser_namespace_idiom_with_bert_model_specific_args():
     py_parser = argparse.ArgumentParser(add_help=False)
     py_parser.add_argument("--sample_length", type=int, default=496)

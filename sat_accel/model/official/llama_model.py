@@ -165,10 +165,9 @@ class LLaMAModel(BaseModel):
     def add_model_specific_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         """Rotary base/scaling, GQA heads, qkv bias, tied head and token ids (defaults: LLaMA's)."""
         group = parser.add_argument_group("LLaMA", "LLaMA configuration")
+        # --num-multi-query-heads is one of get_args' model flags (as in SAT): adding it here too would put it in
+        # both namespaces of SAT's `Namespace(**vars(args), **vars(known))` idiom.
         known = {s for action in parser._actions for s in action.option_strings}
-        if "--num-multi-query-heads" not in known:  # SAT's generic model flags, if the parser lacks them
-            group.add_argument("--num-multi-query-heads", type=int, default=0,
-                               help="key/value heads for grouped-query attention (0 = as many as query heads)")
         if "--use-qkv-bias" not in known:
             group.add_argument("--use-qkv-bias", action="store_true", help="bias on the qkv projection (Qwen2)")
         group.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base")
