@@ -59,8 +59,8 @@ class BaseModel(torch.nn.Module):
         if transformer is not None:
             self.transformer = transformer  # shared trunk (e.g. encoder-decoder models)
         else:
-            # Built uninitialised, then initialised once by this class's rule (unless --skip-init).
             self._refuse_unbuilt_arch(args, kwargs)
+            # Built uninitialised, then initialised once by this class's rule (unless --skip-init).
             self.transformer = BaseTransformer(**self._transformer_kwargs(args, kwargs),
                                                params_dtype=params_dtype, skip_init=True)
             if not getattr(args, "skip_init", False):
