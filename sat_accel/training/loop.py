@@ -10,10 +10,11 @@ import argparse
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
+from . import checkpoint
 from .gather import EvalCollector
 from .hooks import CountingIterator, ScalarAverager, call_forward_step
 from .logging import RunReporter, eval_log_line, train_log_line
@@ -47,24 +48,39 @@ class Progress:
 
 @dataclass
 class Run:
-    """Everything the loop needs, built by training_main."""
+    """What training and evaluation share, built once by training_main around the prepared model."""
     args: argparse.Namespace
     accelerator: Any
     model: torch.nn.Module
-    optimizer: Any
-    lr_scheduler: Any
     hooks: Hooks
     timers: Timers
     reporter: RunReporter
     loaders: dict[str, Any]
     progress: Progress = field(default_factory=Progress)
-    stop_signal: Any = None          # object with `.requested` (set by a SIGTERM/SIGINT handler)
-    save_fn: Callable[["Run"], None] | None = None
     iterators: dict[str, CountingIterator] = field(default_factory=dict)
-    last_saved: int = -1
-    started: float = field(default_factory=time.time)
-    stop_reason: str | None = None   # set when the ranks agreed to stop (signal / time limit)
-    fsdp_skeleton: torch.nn.Module | None = None  # the model on meta before FSDP sharded it in place
+
+
+class StopSignal:
+    """Set by the SIGTERM/SIGINT handler of training.main.stop_on_signals; read once per iteration."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@dataclass
+class Training:
+    """What only training needs, complete before the first iteration."""
+    optimizer: Any
+    lr_scheduler: Any
+    checkpoint_dir: str | None   # <save>/<experiment>; None when --save is not given
+    stop_signal: StopSignal
+    last_saved: int = -1         # the iteration saved last, so that one iteration is never saved twice
+
+
+class Agreement(NamedTuple):
+    """What all ranks decided together at the end of an iteration."""
+    finite: bool                 # the loss was finite on every rank: the optimizer step counts
+    stop_reason: str | None      # 'signal' or 'exit-duration-in-mins' when any rank asked to stop
 
 
 def data_iterator(run: Run, split: str) -> CountingIterator:
@@ -83,95 +99,93 @@ def data_iterator(run: Run, split: str) -> CountingIterator:
     return run.iterators[split]
 
 
-def train_step(run: Run, iterator: CountingIterator, averager: ScalarAverager) -> bool:
-    """One optimizer step over GA micro-batches. Returns False when it was skipped (non-finite loss)."""
-    acc, args = run.accelerator, run.args
-    local_loss = torch.zeros((), device=acc.device)
-    finite = True
+def train_step(run: Run, training: Training, iterator: CountingIterator, averager: ScalarAverager,
+               deadline: float | None) -> Agreement:
+    """One optimizer step over GA micro-batches; returns what the ranks agreed (a non-finite loss skips
+    the step on every rank)."""
+    accelerator, args = run.accelerator, run.args
+    local_loss = torch.zeros((), device=accelerator.device)
+    agreed = Agreement(finite=True, stop_reason=None)
     step_metrics: dict[str, list[torch.Tensor]] = {}  # added only once the step is known to count
     for _ in range(args.gradient_accumulation_steps):
-        with acc.accumulate(run.model):
+        with accelerator.accumulate(run.model):
             run.timers("forward").start()
-            with acc.autocast():  # the whole forward_step, loss included (accelerator.autocast_whole_forward_step)
+            with accelerator.autocast():  # the whole forward_step, loss included (accelerator.autocast_whole_forward_step)
                 loss, metrics = call_forward_step(run.hooks.forward_step, iterator, run.model, args, run.timers,
                                                   True)
             run.timers("forward").stop()
             run.timers("backward").start()
-            acc.backward(loss)
+            accelerator.backward(loss)
             run.timers("backward").stop()
             local_loss += loss.detach().float()
             for name, value in metrics.items():
                 if "eval" not in name:
                     step_metrics.setdefault(name, []).append(value.detach())
-            if acc.sync_gradients:
+            if accelerator.sync_gradients:
                 run.timers("optimizer").start()
-                finite = agree_on_flags(run, local_loss)
-                if finite:
+                out_of_time = deadline is not None and time.time() >= deadline
+                agreed = agree_on_flags(accelerator, local_loss, training.stop_signal.requested, out_of_time)
+                if agreed.finite:
                     if args.gradient_clipping > 0:
-                        acc.clip_grad_norm_(run.model.parameters(), args.gradient_clipping)
-                    run.optimizer.step()
-                run.optimizer.zero_grad(set_to_none=True)
+                        accelerator.clip_grad_norm_(run.model.parameters(), args.gradient_clipping)
+                    training.optimizer.step()
+                training.optimizer.zero_grad(set_to_none=True)
                 run.timers("optimizer").stop()
-    if not finite:
-        return False
-    if not getattr(run.optimizer, "step_was_skipped", False):
-        run.lr_scheduler.step()
+    if not agreed.finite:
+        return agreed
+    if not getattr(training.optimizer, "step_was_skipped", False):
+        training.lr_scheduler.step()
     averager.add("loss", local_loss / args.gradient_accumulation_steps)
     for name, values in step_metrics.items():
         for value in values:
             averager.add(name, value)
-    return True
+    return agreed
 
 
-def agree_on_flags(run: Run, local_loss: torch.Tensor) -> bool:
+def agree_on_flags(accelerator, local_loss: torch.Tensor, stop_requested: bool, out_of_time: bool) -> Agreement:
     """One all-reduce per iteration: is the loss finite on every rank, and does any rank want to stop
     (SIGTERM/SIGINT, or --exit-duration-in-mins passed on its clock)? All ranks then act alike."""
-    signal = float(run.stop_signal is not None and run.stop_signal.requested)
-    limit = run.args.exit_duration_in_mins
-    out_of_time = float(limit is not None and (time.time() - run.started) / 60.0 >= limit)
-    if run.accelerator.num_processes == 1:  # nothing to agree on: one host sync, no collective
-        flags = [float(not torch.isfinite(local_loss)), signal, out_of_time]
+    if accelerator.num_processes == 1:  # nothing to agree on: one host sync, no collective
+        flags = [float(not torch.isfinite(local_loss)), float(stop_requested), float(out_of_time)]
     else:
-        local = torch.tensor([0.0, signal, out_of_time], device=local_loss.device)
+        local = torch.tensor([0.0, float(stop_requested), float(out_of_time)], device=local_loss.device)
         local[0] = (~torch.isfinite(local_loss)).float()
-        flags = run.accelerator.reduce(local, reduction="sum").cpu().tolist()
-    if flags[1] > 0:
-        run.stop_reason = "signal"
-    elif flags[2] > 0:
-        run.stop_reason = "exit-duration-in-mins"
-    return flags[0] == 0
+        flags = accelerator.reduce(local, reduction="sum").cpu().tolist()
+    stop_reason = "signal" if flags[1] > 0 else "exit-duration-in-mins" if flags[2] > 0 else None
+    return Agreement(finite=flags[0] == 0, stop_reason=stop_reason)
 
 
-def train(run: Run) -> str | None:
+def train(run: Run, training: Training) -> str | None:
     """Loop until --train-iters. Returns why it stopped early ('exit-interval', 'signal', ...) or None."""
     args, progress = run.args, run.progress
     iterator = data_iterator(run, "train")
     averager = ScalarAverager(run.accelerator.device)
     run.model.train()
     run.reporter.start_progress(progress.iteration, args.train_iters)
-    run.started = interval_start = time.time()
+    interval_start = time.time()
+    limit_mins = args.exit_duration_in_mins
+    deadline = interval_start + limit_mins * 60.0 if limit_mins is not None else None
     tokens_start = iterator.tokens
     while progress.iteration < args.train_iters:
         # Phase timers (device syncs on GPU) run only in the iteration that is logged next.
         run.timers.measuring = (progress.iteration + 1) % args.log_interval == 0
-        completed = train_step(run, iterator, averager)
+        agreed = train_step(run, training, iterator, averager, deadline)
         run.timers.measuring = False
         progress.iteration += 1
         progress.consumed["train"] = iterator.count
-        count_skip(run, completed)
+        count_skip(run, agreed.finite)
         run.reporter.advance()
         if progress.iteration % args.log_interval == 0:
-            log_training(run, averager, time.time() - interval_start, iterator.tokens - tokens_start)
+            log_training(run, training, averager, time.time() - interval_start, iterator.tokens - tokens_start)
             interval_start, tokens_start = time.time(), iterator.tokens
-        if args.save and progress.iteration % args.save_interval == 0:
-            save(run)
+        if args.save_interval and progress.iteration % args.save_interval == 0:
+            save(run, training)
         valid = run.loaders.get("valid")  # a DataLoader's truth value calls len(), which endless ones lack
         if args.eval_interval and progress.iteration % args.eval_interval == 0 and valid is not None:
             evaluate_and_report(run, "valid", f"iteration {progress.iteration}")
-        reason = exit_reason(run)
+        reason = agreed.stop_reason or exit_interval_reached(args, progress.iteration)
         if reason:
-            if args.save:
-                save(run)
+            save(run, training)
             run.reporter.message(f"stopping at iteration {progress.iteration}: {reason}")
             return reason
     return None
@@ -191,34 +205,35 @@ def count_skip(run: Run, completed: bool) -> None:
                             "Lower --lr, check the data, or use --bf16 instead of --fp16.")
 
 
-def exit_reason(run: Run) -> str | None:
-    """SIGTERM/SIGINT or --exit-duration-in-mins (agreed in agree_on_flags), or --exit-interval
-    (absolute iteration, as SAT)."""
-    args, it = run.args, run.progress.iteration
-    if run.stop_reason:
-        return run.stop_reason
-    if args.exit_interval and it % args.exit_interval == 0 and it < args.train_iters:
+def exit_interval_reached(args: argparse.Namespace, iteration: int) -> str | None:
+    """'exit-interval' at a multiple of --exit-interval (an absolute iteration, as SAT) before the end."""
+    if args.exit_interval and iteration % args.exit_interval == 0 and iteration < args.train_iters:
         return "exit-interval"
     return None
 
 
-def save(run: Run) -> None:
-    if run.save_fn is not None and run.last_saved != run.progress.iteration:
-        run.timers("checkpoint").start()
-        run.save_fn(run)
-        run.timers("checkpoint").stop()
-        run.last_saved = run.progress.iteration
+def save(run: Run, training: Training) -> None:
+    """Checkpoint this iteration into the run folder: once per iteration, nothing when --save is off."""
+    iteration = run.progress.iteration
+    if training.checkpoint_dir is None or training.last_saved == iteration:
+        return
+    run.timers("checkpoint").start()
+    state = {**run.progress.state_dict(), "experiment_name": run.args.experiment_name}
+    checkpoint.save_checkpoint(run.accelerator, training.checkpoint_dir, iteration, run.model, training.optimizer,
+                               training.lr_scheduler, state, run.args)
+    run.timers("checkpoint").stop()
+    training.last_saved = iteration
 
 
-def log_training(run: Run, averager: ScalarAverager, elapsed_s: float, tokens: int) -> None:
-    args, acc = run.args, run.accelerator
-    values = averager.reduce(acc)
+def log_training(run: Run, training: Training, averager: ScalarAverager, elapsed_s: float, tokens: int) -> None:
+    args, accelerator = run.args, run.accelerator
+    values = averager.reduce(accelerator)
     loss = values.pop("loss", float("nan"))
     n = args.log_interval
     samples_per_s = n * args.gradient_accumulation_steps * args.batch_size * args.world_size / max(elapsed_s, 1e-9)
     tokens_per_s = tokens * args.world_size / max(elapsed_s, 1e-9) if tokens else None
-    lr = run.optimizer.param_groups[0]["lr"]
-    scaler = getattr(acc, "scaler", None)
+    lr = training.optimizer.param_groups[0]["lr"]
+    scaler = getattr(accelerator, "scaler", None)
     loss_scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
     run.reporter.message(train_log_line(run.progress.iteration, args.train_iters, elapsed_s * 1000 / n, lr, loss,
                                         values, loss_scale, samples_per_s, tokens_per_s, run.progress.skipped_iters))

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from . import checkpoint, sharded_state
 from .accelerator import autocast_whole_forward_step, build_accelerator, is_fsdp
 from .logging import RunReporter, configure_console_logging
-from .loop import Hooks, Run, evaluate_and_report, save, train
+from .loop import Hooks, Run, StopSignal, Training, evaluate_and_report, save, train
 from .optim import build_lr_scheduler, build_optimizer
 from .timers import Timers
 
@@ -51,19 +51,21 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         init_function(args, model)
     hooks = Hooks(forward_step_function, forward_step_eval or forward_step_function, handle_metrics_function)
     reporter = RunReporter(args, accelerator.is_main_process)
-    run = Run(args, accelerator, model, None, None, hooks, Timers(), reporter,
-              {"train": train_loader, "valid": valid_loader, "test": test_loader})
+    loaders = {"train": train_loader, "valid": valid_loader, "test": test_loader}
+    will_train = wants_training(args, train_loader)
     try:
-        stopped = train_if_asked(run, load)
-        if run.optimizer is None:
-            run.model = accelerator.prepare_model(model, evaluation_mode=True)
-            autocast_whole_forward_step(accelerator, run.model)
-        if stopped is None and test_loader is not None:
+        if will_train:
+            model, optimizer, fsdp_skeleton = prepare_for_training(accelerator, model, args)
+        else:
+            model, optimizer, fsdp_skeleton = prepare_for_evaluation(accelerator, model), None, None
+        run = Run(args, accelerator, model, hooks, Timers(), reporter, loaders)
+        stop_reason = train_and_save(run, optimizer, load) if will_train else None
+        if stop_reason is None and test_loader is not None:
             evaluate_and_report(run, "test", "the end of training for test data")
     finally:
         reporter.close()
     accelerator.wait_for_everyone()
-    return sharded_state.unwrapped_full_model(accelerator, run.model, run.fsdp_skeleton)
+    return sharded_state.unwrapped_full_model(accelerator, run.model, fsdp_skeleton)
 
 
 def shared_experiment_name(args: argparse.Namespace, load: tuple[str, int] | None) -> str:
@@ -87,68 +89,74 @@ def instantiate_model(model_cls: Any, args: argparse.Namespace) -> torch.nn.Modu
                       f"from_pretrained as model_cls, got {type(model_cls).__name__}.")
 
 
-def train_if_asked(run: Run, load: tuple[str, int] | None) -> str | None:
-    """Optimizer, schedule, wrapping, resume, then the loop and the final save. Returns the early-stop
-    reason, if any."""
-    args, accelerator = run.args, run.accelerator
-    if not args.train_iters or args.mode == "inference" or run.loaders["train"] is None:
-        return None
-    model = run.model
+def wants_training(args: argparse.Namespace, train_loader) -> bool:
+    """Train only with iterations to run, a training split and a mode other than inference."""
+    return bool(args.train_iters) and args.mode != "inference" and train_loader is not None
+
+
+def prepare_for_evaluation(accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model wrapped for evaluation only (no optimizer)."""
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    autocast_whole_forward_step(accelerator, model)
+    return model
+
+
+def prepare_for_training(accelerator, model: torch.nn.Module, args: argparse.Namespace):
+    """(wrapped model, wrapped optimizer, the model on meta when FSDP shards it in place, else None)."""
     if hasattr(model, "disable_untrainable_params"):
         model.disable_untrainable_params()
     optimizer = build_optimizer(model, args)
-    if is_fsdp(accelerator):
-        run.fsdp_skeleton = sharded_state.meta_skeleton(model)
-    run.model, run.optimizer = accelerator.prepare(model, optimizer)
-    autocast_whole_forward_step(accelerator, run.model)
-    run.lr_scheduler = build_lr_scheduler(run.optimizer, args)
-    restored_rng = load is not None and args.mode == "pretrain" and resume(run, *load)
+    fsdp_skeleton = sharded_state.meta_skeleton(model) if is_fsdp(accelerator) else None
+    model, optimizer = accelerator.prepare(model, optimizer)
+    autocast_whole_forward_step(accelerator, model)
+    return model, optimizer, fsdp_skeleton
+
+
+def train_and_save(run: Run, optimizer, load: tuple[str, int] | None) -> str | None:
+    """Schedule, resume, the loop and the final save. Returns the early-stop reason, if any."""
+    args = run.args
+    training = Training(optimizer, build_lr_scheduler(optimizer, args), checkpoint_dir(args), StopSignal())
+    restored_rng = load is not None and args.mode == "pretrain" and resume(run, training, *load)
     if not restored_rng:
         set_random_seed(args.seed)
-    run.save_fn = save_checkpoint if args.save else None
     run.reporter.message(("Continuing" if run.progress.iteration else "Starting") +
                          f" {'finetuning' if args.mode == 'finetune' else 'training'} {args.experiment_name} "
                          f"at iteration {run.progress.iteration} of {args.train_iters}")
-    with stop_on_signals() as stop_signal:
-        run.stop_signal = stop_signal
-        stopped = train(run)
-    if stopped is None and args.save and run.progress.iteration > 0:
-        save(run)
-    return stopped
+    with stop_on_signals(training.stop_signal):
+        stop_reason = train(run, training)
+    if stop_reason is None and run.progress.iteration > 0:
+        save(run, training)
+    return stop_reason
 
 
-def resume(run: Run, load_dir: str, iteration: int) -> bool:
+def checkpoint_dir(args: argparse.Namespace) -> str | None:
+    """Where this run's checkpoints go: <save>/<experiment name>, or None without --save."""
+    return os.path.join(args.save, args.experiment_name) if args.save else None
+
+
+def resume(run: Run, training: Training, load_dir: str, iteration: int) -> bool:
     """Full training state (RNG included) when the checkpoint has it; else SAT's weights-only resume with a
     re-warmup. Returns whether the RNG state was restored."""
-    state = checkpoint.load_training_state(run.accelerator, load_dir, run.optimizer, run.lr_scheduler,
-                                             model=run.model)
+    state = checkpoint.load_training_state(run.accelerator, load_dir, training.optimizer, training.lr_scheduler,
+                                           model=run.model)
     if state is not None:
         run.progress.load_state_dict(state)
         return True
-    run.progress.iteration = run.lr_scheduler.last_step = iteration
-    run.lr_scheduler.start_rewarmup(100)
+    run.progress.iteration = training.lr_scheduler.last_step = iteration
+    training.lr_scheduler.start_rewarmup(100)
     run.reporter.message(f"no optimizer state in {load_dir}: continuing at iteration {iteration} with a fresh "
                          "optimizer and a 100-iteration lr re-warmup")
     return False
 
 
-def save_checkpoint(run: Run) -> None:
-    state = {**run.progress.state_dict(), "experiment_name": run.args.experiment_name}
-    run_dir = os.path.join(run.args.save, run.args.experiment_name)
-    checkpoint.save_checkpoint(run.accelerator, run_dir, run.progress.iteration, run.model, run.optimizer,
-                               run.lr_scheduler, state, run.args)
-
-
-class _StopSignal:
-    requested = False
-
-
 class stop_on_signals:
-    """SIGTERM / SIGINT set a flag; the loop agrees on it across ranks, saves and stops at an iteration end.
-    A second signal raises KeyboardInterrupt as usual."""
+    """SIGTERM / SIGINT set `flag.requested`; the loop agrees on it across ranks, saves and stops at an
+    iteration end. A second signal raises KeyboardInterrupt as usual."""
 
-    def __enter__(self) -> _StopSignal:
-        self.flag = _StopSignal()
+    def __init__(self, flag: StopSignal):
+        self.flag = flag
+
+    def __enter__(self) -> StopSignal:
         self.previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
