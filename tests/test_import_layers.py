@@ -10,14 +10,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sat_accel"
 
-# Lowest layer first; a module may import its own layer and lower ones. arguments/data/metrics are support
-# libraries beside hub (they import errors only). Modules not listed (the package root, SAT-path compat
+# Lowest layer first; a module may import its own layer and lower ones. arguments/sat_flags/data/metrics are
+# support libraries beside hub (they import errors and each other only). Modules not listed (the package root, SAT-path compat
 # re-exports) are facades: they may import anything, and no listed module may import them.
 LAYERS = [
     ("sat_accel.errors",),
     ("sat_accel.checkpoint_format",),
     ("sat_accel.convert",),
-    ("sat_accel.hub", "sat_accel.arguments", "sat_accel.data", "sat_accel.metrics"),
+    ("sat_accel.hub", "sat_accel.arguments", "sat_accel.sat_flags", "sat_accel.data", "sat_accel.metrics"),
     ("sat_accel.model",),
     ("sat_accel.training",),
 ]
