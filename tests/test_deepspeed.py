@@ -1,5 +1,5 @@
 """DeepSpeed ZeRO-1/2/3 and ZeRO-2 + CPU offload on CPU (2 gloo processes) against DDP: same per-step losses
-(1e-5) and weights (relative L2 5e-3; bitwise where measured so), exact resume under ZeRO-2 and ZeRO-3,
+(1e-5) and weights (relative L2 5e-3), exact (bitwise) resume under ZeRO-2 and ZeRO-3,
 evaluation gathered from both ranks, a NaN loss on one rank skipped like DDP skips it, a rank that raises
 stops every rank quickly, ZeRO-3 with activation checkpointing. The DeepSpeed runs alternate between
 `--zero-stage N` under torchrun and accelerate_configs/deepspeed_*.yaml, so both entry points are exercised.
@@ -34,6 +34,11 @@ COMMON = ["--train-data", "tiny:96", "--split", "1", "--train-iters", "8", "--lo
 SAT_MODEL = ["--model", "sat", "--num-layers", "2", "--hidden-size", "32", "--num-attention-heads", "4",
              "--vocab-size", "8", "--max-sequence-length", "8", "--hidden-dropout", "0", "--attention-dropout", "0"]
 # Below this many elements ZeRO-3 keeps a parameter whole on every rank; 0 makes it really partition ours.
+# ZeRO-1/2 against DDP is compared within SPEC tolerances, not bitwise: DeepSpeed sums the clipping norm in its own
+# order (clipped runs differ by one ulp once the norm exceeds the threshold: max 5.7e-7 absolute, attention biases),
+# and it steps AdamW over one flat buffer (out.bias ends 2.3e-10 apart even without clipping; likely the fused
+# kernel's vectorised body vs the scalar tail that DDP's per-parameter step uses for so small a tensor).
+# Measured on torch 2.13 CPU / DeepSpeed 0.19.8; repeats of one configuration stay bitwise (resume tests below).
 ZERO3_JSON = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -56,11 +61,9 @@ def valid_records(proc) -> list:
     return [r for r in proc.records if r["split"] == "valid"]
 
 
-def assert_like_ddp(ddp, other, bitwise: bool) -> None:
+def assert_like_ddp(ddp, other) -> None:
     (ddp_losses, _, ddp_proc, ddp_out), (losses, _, proc, out) = ddp, other
     assert_same_training(ddp_losses, losses, saved(ddp_out), saved(out))
-    if bitwise:
-        assert_bitwise(saved(ddp_out), saved(out))
     ddp_valid, valid = valid_records(ddp_proc), valid_records(proc)
     assert [r["iteration"] for r in valid] == [4, 8]
     for a, b in zip(ddp_valid, valid):  # gathered from both ranks: all 13 examples, counted once
@@ -92,26 +95,26 @@ def zero3(tmp_path_factory):
                         config_file=CONFIGS / "deepspeed_zero3.yaml"), json_path
 
 
-def test_zero1_from_yaml_equals_ddp_bitwise(tmp_path, ddp):
+def test_zero1_from_yaml_equals_ddp(tmp_path, ddp):
     other = (*run(tmp_path, ["--batch-size", "4"], config_file=CONFIGS / "deepspeed_zero1.yaml"), tmp_path)
     assert "DeepSpeed config" in other[2].stderr + other[2].stdout
-    assert_like_ddp(ddp, other, bitwise=True)
+    assert_like_ddp(ddp, other)
 
 
 def test_zero2_with_gradient_accumulation_equals_ddp(ddp, zero2_accumulating):
-    assert_like_ddp(ddp, zero2_accumulating, bitwise=False)
+    assert_like_ddp(ddp, zero2_accumulating)
 
 
-def test_zero2_cpu_offload_from_yaml_equals_ddp_bitwise(tmp_path, ddp):
+def test_zero2_cpu_offload_from_yaml_equals_ddp(tmp_path, ddp):
     other = (*run(tmp_path, ["--batch-size", "4"], config_file=CONFIGS / "deepspeed_zero2_offload.yaml"), tmp_path)
-    assert_like_ddp(ddp, other, bitwise=True)
+    assert_like_ddp(ddp, other)
 
 
 def test_zero3_from_yaml_plus_json_equals_ddp(ddp, zero3):
     """Not bitwise: ZeRO-3 sums the clipping norm over partitions in another order, and nn.MultiheadAttention's
     parameters (used outside their module's forward) differ in the last bits (measured ~1e-7 relative on
     weights; ~1e-4 on the attention key biases, whose true gradient is zero)."""
-    assert_like_ddp(ddp, zero3[0], bitwise=False)
+    assert_like_ddp(ddp, zero3[0])
 
 
 def test_zero3_checkpoint_holds_full_weights_and_every_rank_partition(zero3):
