@@ -83,6 +83,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation-checkpoint chunk")
     group.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU only; fp32 on CPU)")
     group.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    group.add_argument("--half-weights", action="store_true",
+                       help="with --bf16/--fp16: train the half-precision weights themselves (no fp32 master "
+                            "weights; half the parameter memory, but updates smaller than the weight's precision "
+                            "round away); default: fp32 master weights, half-precision compute under autocast")
     group.add_argument("--gradient-accumulation-steps", type=int, default=1,
                        help="micro-batches per optimizer step")
     group.add_argument("--gradient-clipping", type=float, default=1.0, help="max global grad norm; 0 disables")
@@ -181,6 +185,11 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         problems.append(f"--epochs must be a positive integer, got {args.epochs}.")
     if args.fp16 and args.bf16:
         problems.append("--fp16 and --bf16 are mutually exclusive: pick one precision.")
+    if getattr(args, "half_weights", False) and not (args.fp16 or args.bf16):
+        problems.append("--half-weights needs --bf16 or --fp16 (which half precision to keep the weights in).")
+    if getattr(args, "half_weights", False) and (args.zero_stage > 0 or args.deepspeed_config):
+        problems.append("--half-weights does not apply to DeepSpeed (its bf16/fp16 modes keep their own fp32 "
+                        "master weights): drop --half-weights.")
     for flag in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_interval", "eval_iters",
                  "save_interval", "eval_interval", "exit_interval", "block_size", "save_total_limit",
                  "group_by_length_window"):

@@ -216,9 +216,20 @@ def _construct(model_cls: type, args: argparse.Namespace, kwargs: dict, skip_ini
     if skip_init is not None:
         args = argparse.Namespace(**{**vars(args), "skip_init": skip_init})
     kwargs = dict(kwargs)
-    if "params_dtype" not in kwargs and (getattr(args, "fp16", False) or getattr(args, "bf16", False)):
-        kwargs["params_dtype"] = torch.float16 if getattr(args, "fp16", False) else torch.bfloat16
+    if "params_dtype" not in kwargs:
+        kwargs["params_dtype"] = build_dtype(args)
     return model_cls(args, **kwargs)
+
+
+def build_dtype(args: argparse.Namespace) -> torch.dtype:
+    """fp16/bf16 when --fp16/--bf16 asks for it in --mode inference or with --half-weights; else fp32.
+
+    Training keeps fp32 master weights (training_main), so a model loaded for training is built in fp32:
+    its weights are then exact copies of the checkpoint's, not bf16 roundings of them."""
+    half = torch.float16 if getattr(args, "fp16", False) else torch.bfloat16 if getattr(args, "bf16", False) else None
+    if half is not None and (getattr(args, "mode", None) == "inference" or getattr(args, "half_weights", False)):
+        return half
+    return torch.float32
 
 
 def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, iteration_dir: str, mode: str,

@@ -26,7 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 def mixed_precision(args: argparse.Namespace, has_gpu: bool) -> str:
-    """Accelerate's mixed_precision value for the flags; fp16 on CPU falls back to fp32 with a warning."""
+    """Accelerate's mixed_precision value for the flags; fp16 on CPU falls back to fp32 with a warning.
+    With --half-weights the weights are already bf16/fp16, so there is no autocast (and no fp16 loss scaler,
+    which refuses fp16 gradients)."""
+    if getattr(args, "half_weights", False):
+        return "no"
     if args.bf16:
         return "bf16"
     if args.fp16:

@@ -15,7 +15,7 @@ from accelerate.utils import broadcast_object_list
 from ..arguments import set_random_seed
 from ..data.loaders import make_loaders
 from ..errors import ConfigError
-from . import checkpoint, sharded_state
+from . import checkpoint, precision, sharded_state
 from .accelerator import autocast_whole_forward_step, build_accelerator, is_fsdp
 from .logging import RunReporter, configure_console_logging
 from .loop import Hooks, Run, StopSignal, Training, evaluate_and_report, save, train
@@ -44,6 +44,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn,
                                                             length_function)
     model = instantiate_model(model_cls, args)
+    precision.settle_parameter_dtype(model, args)
     model.to(accelerator.device)
     if load is not None:  # weights into the plain model, before it is wrapped
         checkpoint.load_model_weights(model, load[0], args.mode)
