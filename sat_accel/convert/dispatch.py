@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..errors import CheckpointError
-from . import hf_bert, hf_gpt2, hf_llama
+from . import hf_bert, hf_gpt2, hf_llama, hf_roberta, hf_vit
 
 
 class Family(NamedTuple):
@@ -27,6 +27,8 @@ def _bert_extras(state: dict) -> dict:
 
 FAMILIES: dict[str, Family] = {
     "bert": Family(hf_bert.hf_bert_config_to_args, hf_bert.hf_to_sat_bert, _bert_extras),
+    "roberta": Family(hf_roberta.hf_roberta_config_to_args, hf_roberta.hf_to_sat_roberta, _bert_extras),
+    "vit": Family(hf_vit.hf_vit_config_to_args, hf_vit.hf_to_sat_vit),
     "gpt2": Family(hf_gpt2.hf_gpt2_config_to_args, hf_gpt2.hf_to_sat_gpt2),
     **{t: Family(hf_llama.hf_llama_config_to_args, hf_llama.hf_to_sat_llama) for t in hf_llama.MODEL_TYPES},
 }

@@ -2,6 +2,8 @@
 from .bert import BertFinalMixin, BertModel, BertTypeMixin
 from .gpt2_model import GPT2Model
 from .llama_model import LLaMAModel, LMMixin, RMSNorm, RotaryMixin
+from .roberta_model import RobertaModel
+from .vit_model import ViTModel
 
 __all__ = ["BertModel", "BertFinalMixin", "BertTypeMixin", "GPT2Model", "LLaMAModel", "LMMixin", "RMSNorm",
-           "RotaryMixin"]
+           "RobertaModel", "RotaryMixin", "ViTModel"]
