@@ -65,7 +65,6 @@ def hf_llama_config_to_args(hf_config: dict) -> dict:
         "use_qkv_bias": bool(hf_config.get("attention_bias", model_type == "qwen2")),
         "rope_theta": theta, "rope_scaling": scaling,
         "tie_word_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
-        "initializer_range": hf_config.get("initializer_range", 0.02),
         **{k: hf_config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
     }
 

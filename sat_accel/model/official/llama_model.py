@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError
 from ..base_model import BaseModel
+from ..initialization import DEFAULT_INITIALIZER_RANGE
 from ..mixins import BaseMixin
 from ..transformer import BaseTransformer, attend_and_project, split_qkv
 
@@ -109,30 +110,19 @@ class RotaryMixin(BaseMixin):
 class LMMixin(BaseMixin):
     """Untied output projection ``lm_head`` (no bias) as ``final_forward``."""
 
-    def __init__(self, vocab_size: int, hidden_size: int, dtype: torch.dtype = torch.float32, std: float = 0.02):
+    def __init__(self, vocab_size: int, hidden_size: int, dtype: torch.dtype = torch.float32,
+                 init_std: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
-        self.std = std
         self.lm_head = torch.nn.Linear(hidden_size, vocab_size, bias=False, dtype=dtype)
-        self.reinit()
+        self.init_std = init_std
+        self.init_submodules_(init_std)
 
     def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
-        """N(0, std), as transformers initialises ``lm_head``."""
-        torch.nn.init.normal_(self.lm_head.weight, 0.0, self.std)
+        """Re-draw N(0, the model's initializer_range), as transformers initialises ``lm_head``."""
+        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def final_forward(self, logits: torch.Tensor, **kw_args) -> torch.Tensor:
         return self.lm_head(logits)
-
-
-def init_like_transformers(module: torch.nn.Module, std: float) -> None:
-    """transformers' ``_init_weights``: Linear/Embedding N(0, std), zero biases, norms reset."""
-    with torch.no_grad():
-        for sub in module.modules():
-            if isinstance(sub, (torch.nn.Linear, torch.nn.Embedding)):
-                torch.nn.init.normal_(sub.weight, 0.0, std)
-                if getattr(sub, "bias", None) is not None:
-                    torch.nn.init.zeros_(sub.bias)
-            elif isinstance(sub, (RMSNorm, torch.nn.LayerNorm)):
-                sub.reset_parameters()
 
 
 def _json_dict(value: str) -> Optional[dict]:
@@ -140,7 +130,12 @@ def _json_dict(value: str) -> Optional[dict]:
 
 
 class LLaMAModel(BaseModel):
-    """SAT's LLaMA (also Mistral / Qwen2 layouts): pre-RMSNorm, SiLU-gated MLP, rotary, optional GQA."""
+    """SAT's LLaMA (also Mistral / Qwen2 layouts): pre-RMSNorm, SiLU-gated MLP, rotary, optional GQA.
+
+    Initialised as transformers' LLaMA: Linear/Embedding N(0, 0.02) (output projections not scaled),
+    unit RMSNorm weights, ``lm_head`` included."""
+
+    scale_output_init = False
 
     def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None,
                  params_dtype: torch.dtype = torch.float32, **kwargs):
@@ -149,15 +144,13 @@ class LLaMAModel(BaseModel):
         kwargs.update(is_rotary_emb=True, is_gated_mlp=True, use_bias=False)
         super().__init__(args, transformer=transformer, params_dtype=params_dtype, **kwargs)
         arch, specific = self.transformer.arch, self._model_specific
-        std = specific.get("initializer_range") or 0.02
-        if transformer is None and not getattr(args, "skip_init", False):
-            init_like_transformers(self.transformer, std)
         head_dim = arch["hidden_size_per_attention_head"] or arch["hidden_size"] // arch["num_attention_heads"]
         scaling = specific.get("rope_scaling")
         self.add_mixin("rotary", RotaryMixin(head_dim, specific.get("rope_theta") or 10000.0,
                                              _json_dict(scaling) if isinstance(scaling, str) else scaling))
         if not specific.get("tie_word_embeddings"):
-            self.add_mixin("lm", LMMixin(arch["vocab_size"], arch["hidden_size"], params_dtype, std))
+            self.add_mixin("lm", LMMixin(arch["vocab_size"], arch["hidden_size"], params_dtype,
+                                         init_std=self.initializer_range))
 
     ARCH_DEFAULT_OVERRIDES = {"layernorm_epsilon": 1e-6, "hidden_dropout": 0.0, "attention_dropout": 0.0}
 
@@ -175,7 +168,6 @@ class LLaMAModel(BaseModel):
                            help='rotary scaling as JSON, e.g. {"rope_type": "llama3", "factor": 8, ...}')
         group.add_argument("--tie-word-embeddings", action="store_true",
                            help="output projection = word embeddings (no 'lm' mixin)")
-        group.add_argument("--initializer-range", type=float, default=0.02, help="std of the random init")
         group.add_argument("--bos-token-id", type=int, default=1)
         group.add_argument("--eos-token-id", type=int, default=2)
         group.add_argument("--pad-token-id", type=int, default=-1)

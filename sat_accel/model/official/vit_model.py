@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError
 from ..base_model import BaseModel
+from ..initialization import DEFAULT_INITIALIZER_RANGE
 from ..mixins import BaseMixin
 from ..transformer import BaseTransformer
 
@@ -33,10 +34,17 @@ class ImagePatchEmbeddingMixin(BaseMixin):
     """``image`` ``[b, C, H, W]`` -> ``[b, pre_len + patches + post_len, h]`` token embeddings."""
 
     def __init__(self, in_channels: int, hidden_size: int, patch_size: int, pre_len: int, post_len: int,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, init_std: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
-        self.pre_len, self.post_len = pre_len, post_len
+        self.pre_len, self.post_len, self.init_std = pre_len, post_len, init_std
         self.proj = torch.nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, dtype=dtype)
+        self.reinit()
+
+    @torch.no_grad()
+    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
+        """transformers' ViT: truncated N(0, initializer_range) kernel, zero bias."""
+        torch.nn.init.trunc_normal_(self.proj.weight, 0.0, getattr(parent_model, "initializer_range", self.init_std))
+        torch.nn.init.zeros_(self.proj.bias)
 
     def word_embedding_forward(self, input_ids: torch.Tensor, **kw) -> torch.Tensor:
         image = kw.get("image")
@@ -59,9 +67,16 @@ class InterpolatedPositionEmbeddingMixin(BaseMixin):
 class ClsMixin(BaseMixin):
     """Linear classifier on the first token: ``[b, s, h] -> [b, num_classes]``."""
 
-    def __init__(self, hidden_size: int, num_classes: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, hidden_size: int, num_classes: int, dtype: torch.dtype = torch.float32,
+                 init_std: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
         self.classifier = torch.nn.Linear(hidden_size, num_classes, dtype=dtype)
+        self.init_std = init_std
+        self.init_submodules_(init_std)
+
+    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
+        """Re-draw N(0, the model's initializer_range), zero bias."""
+        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def final_forward(self, logits: torch.Tensor, **kw) -> torch.Tensor:
         return self.classifier(logits[:, 0])
@@ -75,7 +90,10 @@ class HiddenStatesMixin(BaseMixin):
 
 
 class ViTModel(BaseModel):
-    """SAT's ViT: exact-GELU pre-LN encoder over [CLS] + image patches."""
+    """SAT's ViT: exact-GELU pre-LN encoder over [CLS] + image patches; initialised as transformers' ViT
+    (N(0, 0.02) weights, unscaled output projections, zero biases, unit layernorms)."""
+
+    scale_output_init = False
 
     ARCH_DEFAULT_OVERRIDES = {"vocab_size": 1, "layernorm_epsilon": 1e-12, "hidden_dropout": 0.0,
                               "attention_dropout": 0.0}
@@ -89,10 +107,10 @@ class ViTModel(BaseModel):
         super().__init__(args, transformer=transformer, params_dtype=params_dtype, **kwargs)
         h = self.transformer.hidden_size
         self.add_mixin("patch_embedding", ImagePatchEmbeddingMixin(args.in_channels, h, args.patch_size, pre_len,
-                                                                   post_len, params_dtype))
+                                                                   post_len, params_dtype, self.initializer_range))
         self.add_mixin("pos_embedding", InterpolatedPositionEmbeddingMixin())
         if args.num_classes:
-            self.add_mixin("cls", ClsMixin(h, args.num_classes, params_dtype))
+            self.add_mixin("cls", ClsMixin(h, args.num_classes, params_dtype, self.initializer_range))
         else:
             self.add_mixin("hidden", HiddenStatesMixin())
 
