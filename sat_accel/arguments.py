@@ -81,6 +81,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="a DeepSpeed JSON config file (optional; our flags fill the rest)")
     group.add_argument("--checkpoint-activations", action="store_true", help="recompute activations in backward")
     group.add_argument("--checkpoint-num-layers", type=int, default=1, help="layers per activation-checkpoint chunk")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the model (in place, after wrapping; docs/scaling.md)")
+    group.add_argument("--compile-backend", default="inductor", help="torch.compile backend for --compile")
+    group.add_argument("--compile-mode", default=None,
+                       choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                       help="torch.compile mode for --compile (default: torch's)")
     group.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU only; fp32 on CPU)")
     group.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     group.add_argument("--half-weights", action="store_true",

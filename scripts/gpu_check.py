@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 TRAIN_SCRIPT = ROOT / "tests" / "test_deepspeed.py"   # a general tiny training script (tiny task / sat model)
 CASE_TIMEOUT_S = {"fp16": 60, "bf16": 50, "zero2": 70, "fsdp": 100, "bert_sat": 70, "bert_accelerate": 50,
-                  "bert_trainer": 70, "bert_sat_synced_timers": 70}
+                  "bert_trainer": 70, "bert_sat_synced_timers": 70, "bert_sat_compiled": 130,
+                  "bert_trainer_compiled": 130}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 TINY = ["--train-data", "tiny:256", "--split", "1", "--log-interval", "1", "--lr", "3e-3", "--warmup", "0.1",
         "--num-workers", "0", "--seed", "7", "--batch-size", "8", "--no-progress"]
@@ -227,9 +228,10 @@ def _throughput(s: dict, samples_per_s: float, device: str) -> dict:
             "gflop_per_sample": round(flops / 1e9, 1), "shape": s}
 
 
-def case_bert_sat(out: Path, smoke: bool) -> dict:
+def case_bert_sat(out: Path, smoke: bool, extra: tuple = ()) -> dict:
     """training_main: samples/s over the log intervals after the first (the same iterations the
-    Accelerate loop times: warmup+1 .. steps), from the per-interval rates in metrics.jsonl."""
+    Accelerate loop times: warmup+1 .. steps), from the per-interval rates in metrics.jsonl. With
+    `extra` flags (e.g. --compile) appended; the first interval's extra time is reported as first_interval_s."""
     from sat_accel import training_main
     from sat_accel.model import BertModel
 
@@ -237,17 +239,19 @@ def case_bert_sat(out: Path, smoke: bool) -> dict:
     interval = s["warmup"]
     args = bert_args(s, ["--train-data", "synthetic", "--split", "1", "--train-iters", str(s["steps"]),
                          "--log-interval", str(interval), "--num-workers", "0", "--no-progress",
-                         "--summary-dir", str(out), "--experiment-name", "bert"] + ([] if smoke else ["--bf16"]))
+                         "--summary-dir", str(out), "--experiment-name", "bert"] + ([] if smoke else ["--bf16"])
+                      + list(extra))
 
     def forward_step(data_iterator, model, args, timers):
         batch = next(data_iterator)
         return bert_loss(model, batch["input_ids"], batch["labels"])
 
     training_main(args, BertModel, forward_step, lambda path, a: RandomTokens(s))
-    rates = [r["samples_per_s"] for r in _records(out) if r["split"] == "train"][1:]
-    samples = interval * s["batch"]
-    return {"status": "ok", "details": _throughput(s, len(rates) * samples / sum(samples / r for r in rates),
-                                                   args.device)}
+    all_rates = [r["samples_per_s"] for r in _records(out) if r["split"] == "train"]
+    rates, samples = all_rates[1:], interval * s["batch"]
+    details = _throughput(s, len(rates) * samples / sum(samples / r for r in rates), args.device)
+    details["first_interval_s"] = round(samples / all_rates[0], 2)  # includes compilation with --compile
+    return {"status": "ok", "details": details}
 
 
 def case_bert_sat_synced_timers(out: Path, smoke: bool) -> dict:
@@ -289,8 +293,9 @@ def case_bert_accelerate(out: Path, smoke: bool) -> dict:
     return {"status": "ok", "details": _throughput(s, rate, str(accelerator.device))}
 
 
-def case_bert_trainer(out: Path, smoke: bool) -> dict:
-    """The same model and data through transformers.Trainer (timed by a callback after the warm-up)."""
+def case_bert_trainer(out: Path, smoke: bool, compiled: bool = False) -> dict:
+    """The same model and data through transformers.Trainer (timed by a callback after the warm-up);
+    `compiled`: TrainingArguments(torch_compile=True)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from sat_accel.model import BertModel
@@ -309,7 +314,7 @@ def case_bert_trainer(out: Path, smoke: bool) -> dict:
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step in (s["warmup"], s["steps"]):
+            if state.global_step in (1, s["warmup"], s["steps"]):
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 marks[state.global_step] = time.perf_counter()
@@ -317,18 +322,24 @@ def case_bert_trainer(out: Path, smoke: bool) -> dict:
     training_args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=s["batch"], max_steps=s["steps"],
         learning_rate=1e-4, weight_decay=0.01, max_grad_norm=1.0, bf16=not smoke, use_cpu=smoke,
-        logging_strategy="no", save_strategy="no", report_to=[], dataloader_num_workers=0, disable_tqdm=True)
+        logging_strategy="no", save_strategy="no", report_to=[], dataloader_num_workers=0, disable_tqdm=True,
+        torch_compile=compiled)
     Trainer(model=WithLoss(), args=training_args, train_dataset=RandomTokens(s), callbacks=[Clock()]).train()
     rate = (s["steps"] - s["warmup"]) * s["batch"] / (marks[s["steps"]] - marks[s["warmup"]])
-    return {"status": "ok", "details": _throughput(s, rate, "cuda" if torch.cuda.is_available() else "cpu")}
+    details = _throughput(s, rate, "cuda" if torch.cuda.is_available() else "cpu")
+    details["first_interval_s"] = round(marks[s["warmup"]] - marks[1], 2)  # steps 2..warmup
+    return {"status": "ok", "details": details}
 
 
 CASES = {"fp16": lambda out, smoke: case_tiny(out, "fp16", smoke),
          "bf16": lambda out, smoke: case_tiny(out, "bf16", smoke),
          "zero2": case_zero2, "fsdp": case_fsdp, "bert_sat": case_bert_sat,
          "bert_accelerate": case_bert_accelerate, "bert_trainer": case_bert_trainer,
-         "bert_sat_synced_timers": case_bert_sat_synced_timers}
-EXTRA_CASES = {"bert_sat_synced_timers"}  # run only when named
+         "bert_sat_synced_timers": case_bert_sat_synced_timers,
+         "bert_sat_compiled": lambda out, smoke: case_bert_sat(out, smoke, ("--compile",)),
+         "bert_trainer_compiled": lambda out, smoke: case_bert_trainer(out, smoke, compiled=True)}
+# Run only when named: `bash scripts/gpu_check.sh bert_sat bert_trainer bert_sat_compiled bert_trainer_compiled`
+EXTRA_CASES = {"bert_sat_synced_timers", "bert_sat_compiled", "bert_trainer_compiled"}
 
 
 def run_case(name: str, out: Path, smoke: bool) -> None:
@@ -383,7 +394,22 @@ def summary_markdown(results: list[dict], environment: dict, smoke: bool) -> str
         if synced:
             lines.append(f"sat_accel with every-iteration timer syncs (SAT's way) {synced} (synced/sampled "
                          f"{synced / sat:.3f})")
+    lines += _compiled_lines(by_case, sat, trainer)
     return "\n".join(lines) + "\n"
+
+
+def _compiled_lines(by_case: dict, sat: float | None, trainer: float | None) -> list[str]:
+    """--compile vs eager and vs Trainer(torch_compile=True), when those cases ran."""
+    compiled = by_case.get("bert_sat_compiled", {}).get("samples_per_s")
+    trainer_compiled = by_case.get("bert_trainer_compiled", {}).get("samples_per_s")
+    if not compiled:
+        return []
+    line = f"compiled: sat_accel --compile {compiled} (MFU {by_case['bert_sat_compiled'].get('mfu')})"
+    if sat:
+        line += f", compiled/eager {compiled / sat:.3f}"
+    if trainer_compiled:
+        line += f"; Trainer torch_compile {trainer_compiled} (sat/Trainer compiled {compiled / trainer_compiled:.3f})"
+    return [line]
 
 
 def environment() -> dict:

@@ -191,3 +191,30 @@ class MarkerDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {"input_ids": self.ids[index], "label": self.labels[index]}
+
+
+def tiny_bert_classifier(args):
+    """A 2-layer BertModel (the mixin hooks: token types, SAT's MLPHeadMixin head) sized by small flags."""
+    from sat_accel.model import BertModel, MLPHeadMixin
+
+    model = BertModel(args)
+    model.del_mixin("bert-final")
+    model.add_mixin("classification_head", MLPHeadMixin(args.hidden_size, 64, 2, init_std=0.02))
+    return model
+
+
+BERT_FLAGS = ["--num-layers", "2", "--hidden-size", "32", "--num-attention-heads", "4", "--vocab-size", "16",
+              "--max-sequence-length", "64", "--hidden-dropout", "0", "--attention-dropout", "0"]
+
+
+class TinyBert(torch.nn.Module):
+    """training_main builds model_cls(args): the BERT classifier above, [CLS]-position logits."""
+
+    def __init__(self, args):
+        super().__init__()
+        self.bert = tiny_bert_classifier(args)
+
+    def forward(self, input_ids, attention_mask):
+        logits, *_ = self.bert(input_ids=input_ids, attention_mask=attention_mask[:, None, None, :],
+                               token_type_ids=torch.zeros_like(input_ids))
+        return logits[:, 0]

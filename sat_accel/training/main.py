@@ -17,6 +17,7 @@ from ..data.loaders import make_loaders
 from ..errors import ConfigError
 from . import checkpoint, precision, sharded_state
 from .accelerator import autocast_whole_forward_step, build_accelerator, is_fsdp
+from .compile import check_compile_flags, compile_model
 from .logging import RunReporter, configure_console_logging
 from .loop import Hooks, Run, StopSignal, Training, evaluate_and_report, save, train
 from .optim import build_lr_scheduler, build_optimizer
@@ -34,6 +35,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     user's forward_step on the datasets from create_dataset_function. Returns the unwrapped model.
     `length_function(example) -> int` gives --group-by-length the example lengths (docs/data.md)."""
     configure_console_logging()
+    check_compile_flags(args)
     accelerator = build_accelerator(args)
     if accelerator.num_processes > 1:
         # Tear the process group down before interpreter shutdown: gloo can abort ("terminate called
@@ -58,7 +60,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         if will_train:
             model, optimizer, fsdp_skeleton = prepare_for_training(accelerator, model, args)
         else:
-            model, optimizer, fsdp_skeleton = prepare_for_evaluation(accelerator, model), None, None
+            model, optimizer, fsdp_skeleton = prepare_for_evaluation(accelerator, model, args), None, None
         run = Run(args, accelerator, model, hooks, Timers(), reporter, loaders)
         stop_reason = train_and_save(run, optimizer, load) if will_train else None
         if stop_reason is None and test_loader is not None:
@@ -95,10 +97,13 @@ def wants_training(args: argparse.Namespace, train_loader) -> bool:
     return bool(args.train_iters) and args.mode != "inference" and train_loader is not None
 
 
-def prepare_for_evaluation(accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """The model wrapped for evaluation only (no optimizer)."""
+def prepare_for_evaluation(accelerator, model: torch.nn.Module, args: argparse.Namespace
+                           ) -> torch.nn.Module:
+    """The model wrapped for evaluation only (no optimizer); compiled with --compile."""
     model = accelerator.prepare_model(model, evaluation_mode=True)
     autocast_whole_forward_step(accelerator, model)
+    if getattr(args, "compile", False):
+        compile_model(accelerator, model, args)
     return model
 
 
@@ -110,6 +115,8 @@ def prepare_for_training(accelerator, model: torch.nn.Module, args: argparse.Nam
     fsdp_skeleton = sharded_state.meta_skeleton(model) if is_fsdp(accelerator) else None
     model, optimizer = accelerator.prepare(model, optimizer)
     autocast_whole_forward_step(accelerator, model)
+    if getattr(args, "compile", False):
+        compile_model(accelerator, model, args)
     return model, optimizer, fsdp_skeleton
 
 

@@ -13,8 +13,12 @@ def main() -> None:
     argv = sys.argv[1:]
     out = argv[argv.index("--out") + 1]
     argv = argv[: argv.index("--out")] + argv[argv.index("--out") + 2:]
+    model_name = "TinyTokenModel"
+    if "--model" in argv:
+        model_name = argv[argv.index("--model") + 1]
+        argv = argv[: argv.index("--model")] + argv[argv.index("--model") + 2:]
     args = get_args(argv + ["--summary-dir", out, "--experiment-name", "run", "--no-progress"])
-    model = training_main(args, tiny_task.TinyTokenModel, tiny_task.forward_step_tokens,
+    model = training_main(args, getattr(tiny_task, model_name), tiny_task.forward_step_tokens,
                           tiny_task.create_token_dataset)
     tiny_task.finish_worker(args, model, out)
 
