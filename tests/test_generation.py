@@ -105,3 +105,17 @@ def test_top_k_top_p_filters_and_perplexity():
         ref = -hf(input_ids=tokens, labels=tokens).loss
     per_row = evaluate_perplexity(model, tokens, mask, None, torch.ones(2, 8))
     torch.testing.assert_close(per_row.mean(), ref, atol=1e-5, rtol=0)
+
+
+def test_a_mask_edited_in_place_between_forwards_is_seen():
+    hf = hf_causal_lm("gpt2")
+    model, _ = converted(hf)
+    ids = torch.randint(0, VOCAB, (1, 6))
+    mask = torch.ones(1, 1, 6, 6).tril()
+    with torch.no_grad():
+        causal = model(ids, None, mask)[0]
+        mask.fill_(1.0)  # same object, now full attention
+        full = model(ids, None, mask)[0]
+        expected = model(ids, None, torch.ones(1, 1, 6, 6))[0]
+    assert not torch.allclose(causal, full)
+    torch.testing.assert_close(full, expected, atol=0, rtol=0)

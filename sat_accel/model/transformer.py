@@ -61,6 +61,20 @@ def _mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ~keep, torch.finfo(dtype).min / 2)
 
 
+_LAST_BIAS: list = [None, None, None]  # (mask, (dtype, version), bias): every layer of a forward gets one mask
+
+
+def _bias_for(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``_mask_to_bias``, computed once per mask object (and in-place version) instead of once per layer."""
+    key = (dtype, mask._version)
+    if _LAST_BIAS[0] is not mask or _LAST_BIAS[1] != key or mask.requires_grad:
+        _LAST_BIAS[:] = [mask, key, _mask_to_bias(mask, dtype)]
+    return _LAST_BIAS[2]
+
+
+_SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
+
+
 def attention_fn_default(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: Optional[torch.Tensor], attention_dropout=None, **kw):
     """Scaled dot-product attention over ``[b, nh, s, d]`` tensors -> context ``[b, nh, s, d]``.
@@ -70,13 +84,15 @@ def attention_fn_default(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     only in training mode. Grouped-query attention: ``key``/``value`` may have fewer heads than ``query``
     (each serves nh / nkv heads).
     """
-    if key.shape[1] != query.shape[1]:
+    gqa = key.shape[1] != query.shape[1]
+    if gqa and not _SDPA_HAS_GQA:
         groups = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     dropout_p = float(getattr(attention_dropout, "p", 0.0)) if attention_dropout is not None else 0.0
     full = attention_mask is None or attention_mask.numel() == 1
-    bias = None if full else _mask_to_bias(attention_mask, query.dtype)
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
+    bias = None if full else _bias_for(attention_mask, query.dtype)
+    extra = {"enable_gqa": True} if gqa and _SDPA_HAS_GQA else {}  # shares KV heads without copying them
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p, **extra)
 
 
 def split_qkv(attn: "SelfAttention", hidden_states: torch.Tensor):

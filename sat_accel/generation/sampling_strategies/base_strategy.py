@@ -76,6 +76,8 @@ class BaseStrategy:
                                   "nan_default_token to BaseStrategy.forward to emit that token instead.")
             logits = torch.full_like(logits, -1000.0)
             logits[..., nan_default_token] = 0.0
+        if self.topk == 1 and self.repetition_penalty == 1.0 and not self.invalid_slices:
+            return self._append(tokens, logits.argmax(dim=-1, keepdim=True), mems)  # greedy: nothing to rescale
         logits = repetition_penalised(logits, tokens, self.context_length, self.repetition_penalty,
                                       temperature or self.temperature)
         for invalid in self.invalid_slices:
@@ -85,6 +87,9 @@ class BaseStrategy:
         else:
             probs = F.softmax(top_k_logits(logits, self.topk, self.top_p), dim=-1)
             pred = torch.multinomial(probs, num_samples=1)
+        return self._append(tokens, pred, mems)
+
+    def _append(self, tokens: torch.Tensor, pred: torch.Tensor, mems):
         self._track_end(pred)
         return torch.cat((tokens, pred.view(tokens.shape[0], 1)), dim=1), mems
 
