@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TRAIN_ITERS = 10000
 
 
-def _str2bool_or_none(value: str) -> bool:
-    return value.lower() in ("1", "true", "yes", "y")
-
-
 def add_model_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Architecture flags (SAT group 'model'); these are what model_config.json records."""
     group = parser.add_argument_group("model", "model configuration")
@@ -109,7 +105,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="stop after this many consecutive iterations skipped for NaN/Inf loss")
     group.add_argument("--log-interval", type=int, default=50, help="iterations between log lines")
     group.add_argument("--summary-dir", default="", help="TensorBoard/metrics base folder")
-    group.add_argument("--save-args", action="store_true", help="also write the arguments next to the summaries")
+    group.add_argument("--save-args", action="store_true", help="write every argument to <summary-dir>/runs/<experiment>.txt (SAT)")
     group.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     group.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     group.add_argument("--wandb-project-name", default="default_project", help="wandb project")

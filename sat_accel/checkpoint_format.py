@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -138,8 +138,14 @@ def _available(run_dir: str) -> str:
     return ", ".join(sorted(names, key=_iteration_of)) or "none"
 
 
-def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str, int]:
-    """Run folder (uses `latest`) or iteration folder -> (iteration_dir, iteration); clear errors."""
+class IterationDir(NamedTuple):
+    """One saved iteration: the folder holding its weights, and its number (0 for `release`)."""
+    path: str
+    iteration: int
+
+
+def resolve_load_dir(path: str, load_iteration: int | None = None) -> IterationDir:
+    """Run folder (uses `latest`) or iteration folder -> IterationDir(folder, iteration); clear errors."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isdir(path):
         raise CheckpointError(f"Checkpoint folder {path} does not exist; pass the run folder written by "
@@ -150,7 +156,7 @@ def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str,
         if load_iteration is not None and load_iteration != iteration:
             raise CheckpointError(f"--load-iteration {load_iteration} conflicts with the iteration folder "
                                   f"{path}; pass the run folder {os.path.dirname(path)} instead.")
-        return path, iteration
+        return IterationDir(path, iteration)
     tag = str(load_iteration) if load_iteration is not None else read_latest(path)
     folder = os.path.join(path, tag)
     if not os.path.isdir(folder) and os.path.isdir(os.path.join(path, f"{OLD_PREFIX}{tag}")):
@@ -159,7 +165,7 @@ def resolve_load_dir(path: str, load_iteration: int | None = None) -> tuple[str,
         raise CheckpointError(f"Iteration {tag} of {path} is missing or holds no weights ({folder}); "
                               f"available iterations: {_available(path)} — pass one with "
                               "--load-iteration N.")
-    return folder, _iteration_of(tag)
+    return IterationDir(folder, _iteration_of(tag))
 
 
 def read_latest(run_dir: str) -> str:

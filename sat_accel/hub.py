@@ -1,9 +1,10 @@
-"""Model name -> local folder (SPEC §3.2): home dirs, url downloads, locks, safe extraction, cached HF conversion.
+"""Model name -> local folder (docs/checkpoints.md): home dirs, url downloads, locks, safe extraction.
 
 Resolution order: an existing folder; `<home_path or $SAT_HOME or ~/.sat_models>/<name>`; `url` (http(s) or
 file://, zip/tar, resumable, size/sha256 checked); a Hugging Face id (cache, then the Hub when online),
-converted once (by sat_accel.convert.hf_folder) and cached under the home path. Every download and conversion builds a temporary sibling
-and renames it into place under a file lock, so a folder at the final path is always complete.
+converted once (by sat_accel.convert.hf_folder) and cached under the home path. Every download and
+conversion builds a temporary sibling and renames it into place under a file lock, so a folder at the final
+path is always complete.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 _HF_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "*.txt", "tokenizer*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_CHUNK = 1 << 20
+_CHUNK_BYTES = 1 << 20
 
 
 def sat_home(home_path: str | None = None) -> str:
@@ -148,7 +149,7 @@ def _download(url: str, dest: str, *, sha256: str | None, size: int | None) -> s
     with stream, open(part, "ab" if resumed else "wb") as out, tqdm(
             total=total, initial=done if resumed else 0, unit="B", unit_scale=True, desc=os.path.basename(url),
             disable=None) as bar:
-        while chunk := stream.read(_CHUNK):
+        while chunk := stream.read(_CHUNK_BYTES):
             out.write(chunk)
             bar.update(len(chunk))
     _verify(part, url, sha256, size)
@@ -183,7 +184,7 @@ def _verify(path: str, url: str, sha256: str | None, size: int | None) -> None:
     elif sha256:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
+            while chunk := f.read(_CHUNK_BYTES):
                 digest.update(chunk)
         if digest.hexdigest() != sha256.lower():
             problem = f"sha256 {digest.hexdigest()} instead of {sha256}"

@@ -56,7 +56,7 @@ def run_tiny(out: Path, argv: list[str], nproc: int = 1, launcher: str = "python
 
 def assert_same_training(losses_a: dict, losses_b: dict, weights_a: dict, weights_b: dict,
                          loss_tol: float = 1e-5, rel_l2: float = 5e-3) -> None:
-    """SPEC §6 tolerances: per-step losses within 1e-5, every tensor within relative L2 5e-3."""
+    """The equivalence tolerances of docs/scaling.md: per-step losses within 1e-5, every tensor within relative L2 5e-3."""
     assert losses_a.keys() == losses_b.keys() and losses_a
     for it in losses_a:
         assert abs(losses_a[it] - losses_b[it]) <= loss_tol, (it, losses_a[it], losses_b[it])

@@ -1,4 +1,4 @@
-"""Real multi-process CPU runs (gloo) under torchrun and accelerate launch, and the SPEC §6 equivalences.
+"""Real multi-process CPU runs (gloo) under torchrun and accelerate launch, and the equivalences of docs/scaling.md.
 
 --adam-eps 1e-6: parameters whose true gradient is zero (attention key biases) receive only rounding
 noise (~1e-9), which Adam with eps 1e-8 turns into lr-sized steps that differ between configurations;

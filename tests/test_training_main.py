@@ -34,6 +34,15 @@ def test_tiny_model_learns(tmp_path):
     assert glob.glob(os.path.join(tmp_path, "runs", "t-*", "events.out.tfevents.*"))  # TensorBoard, SAT's folder
 
 
+def test_save_args_writes_every_argument_next_to_the_summaries(tmp_path):
+    args = _args(tmp_path, "--train-iters", "2", "--save-args")
+    training_main(args, tiny_task.TinyModel, tiny_task.forward_step, tiny_task.create_dataset)
+    (path,) = glob.glob(os.path.join(tmp_path, "runs", "t-*.txt"))  # SAT's <summary-dir>/runs/<experiment>.txt
+    lines = open(path, encoding="utf-8").read().splitlines()
+    assert f"  lr {'.' * 27} 0.005" in lines and f"  save_args {'.' * 20} True" in lines
+    assert len(lines) == len(vars(args))
+
+
 def test_accepts_instance_pair_and_hf_model(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -148,7 +157,7 @@ def test_dataset_smaller_than_global_batch_wraps(tmp_path):
 
 
 def test_token_count_excludes_padding():
-    from sat_accel.training.hooks import count_tokens
+    from sat_accel.training.steps import count_tokens
 
     ids = torch.ones(2, 5, dtype=torch.long)
     assert count_tokens({"input_ids": ids}) == 10
@@ -157,7 +166,7 @@ def test_token_count_excludes_padding():
 
 
 def test_low_precision_metrics_are_handed_on_in_fp32():
-    from sat_accel.training.hooks import call_forward_step
+    from sat_accel.training.steps import call_forward_step
 
     def step(data_iterator, model, args, timers):
         return torch.ones((), dtype=torch.bfloat16), {"acc": torch.tensor(0.5, dtype=torch.bfloat16),

@@ -1,4 +1,4 @@
-"""Reading checkpoint folders into models, and `from_pretrained` (SPEC §3.2).
+"""Reading checkpoint folders into models, and `from_pretrained` (docs/checkpoints.md, "from_pretrained").
 
 Weights are read through safetensors' mmap (zero-copy, lazy); `from_pretrained` builds the model on the
 meta device and assigns those tensors directly, so loading costs neither a random init nor a copy.
@@ -81,7 +81,8 @@ def _mixins_to_reinit(missing: list[str], mode: str, source: str) -> list[str]:
 def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor], *, mode: str = "inference",
                          prefix: str = "", tied: dict[str, str] | None = None, assign: bool = False,
                          source: str = "checkpoint") -> list[str]:
-    """Apply SPEC §3.2 key rules and load; returns the mixins that were re-initialised (finetune)."""
+    """Apply the missing/unexpected-key rules of docs/checkpoints.md and load; returns the mixins that were
+    re-initialised (finetune)."""
     ties = tied_names(model)
     state, expected, missing, unexpected = match_state_dict(model, state, prefix=prefix, source=source,
                                                             tied={**(tied or {}), **ties})

@@ -265,7 +265,7 @@ class TransformerLayer(torch.nn.Module):
         return _hooked(self, "layer_forward", hidden_states, mask, **kw)
 
 
-# Architecture options that ``model_config.json`` records, with their defaults (SPEC §5 / SAT).
+# Architecture options that ``model_config.json`` records, with their defaults (docs/models.md, as SAT).
 ARCH_DEFAULTS: dict = {
     "layernorm_order": "pre", "inner_hidden_size": None, "hidden_size_per_attention_head": None,
     "layernorm_epsilon": 1e-5, "hidden_dropout": 0.1, "attention_dropout": 0.1,

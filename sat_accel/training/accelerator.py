@@ -115,18 +115,13 @@ def check_world_size(accelerator: Accelerator) -> None:
             "not `accelerate launch --cpu`.")
 
 
-def autocast_whole_forward_step(accelerator: Accelerator, model: torch.nn.Module) -> None:
-    """Undo Accelerate's mixed-precision wrapper on the prepared model's forward (autocast + outputs
-    converted to fp32): the loop runs the whole forward_step under `accelerator.autocast()` instead.
+def remove_mixed_precision_forward_wrapper(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Give the prepared model back its own forward, without Accelerate's mixed-precision wrapper (autocast +
+    outputs converted to fp32): the loop runs the whole forward_step under `accelerator.autocast()` instead.
     The user's loss then sees the model's bf16/fp16 outputs under autocast, as a Hugging Face model's loss
     inside its forward does, and no fp32 copy of large outputs (LM logits: 2 GB for BERT-base at batch 32
     x 512) is written and back-propagated; autocast still computes softmax/cross-entropy in fp32."""
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # restores the original forward in place
-
-
-def is_deepspeed(accelerator: Accelerator) -> bool:
-    """Whether the run's model is a DeepSpeed engine (ZeRO 0-3)."""
-    return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
 def is_fsdp(accelerator: Accelerator) -> bool:

@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints (SPEC §3.1, §3.3): safetensors weights, full training state, retention, resume.
+"""Crash-safe training checkpoints (docs/checkpoints.md): safetensors weights, full training state, retention, resume.
 
 A save writes everything into `<run>/.tmp-<iteration>/`, fsyncs it, renames it to `<run>/<iteration>/` and
 only then replaces `latest` (write + fsync + rename). A crash at any moment therefore leaves `latest`
@@ -193,7 +193,7 @@ def apply_retention(run_dir: str, limit: int | None, keep: int) -> list[int]:
 
 # ---------------------------------------------------------------- load
 def load_model_weights(model: torch.nn.Module, iteration_dir: str, mode: str) -> None:
-    """Before accelerator.prepare: weights into the plain model (SPEC §3.2/3.3 missing-key rules)."""
+    """Before accelerator.prepare: weights into the plain model (the missing-key rules of docs/checkpoints.md)."""
     state, tied = read_weights(iteration_dir)
     load_state_dict_into(model, state, mode=mode, tied=tied, source=iteration_dir)
     if mode == "inference":

@@ -15,7 +15,7 @@ import torch
 from accelerate.utils import broadcast_object_list, gather_object
 
 from ..errors import HookError
-from .hooks import ScalarAverager
+from .steps import ScalarAverager
 
 
 class EvalCollector:

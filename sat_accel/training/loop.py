@@ -16,14 +16,15 @@ import torch
 
 from . import checkpoint
 from .gather import EvalCollector
-from .hooks import CountingIterator, ScalarAverager, call_forward_step
-from .logging import RunReporter, eval_log_line, train_log_line
+from .steps import CountingIterator, ScalarAverager, call_forward_step
+from .reporting import RunReporter, eval_log_line, train_log_line
 from .timers import Timers
 from ..errors import SatAccelError
 
 
 @dataclass
-class Hooks:
+class UserCallbacks:
+    """The functions the user passed to training_main."""
     forward_step: Callable
     forward_step_eval: Callable
     handle_metrics: Callable | None = None
@@ -52,7 +53,7 @@ class Run:
     args: argparse.Namespace
     accelerator: Any
     model: torch.nn.Module
-    hooks: Hooks
+    callbacks: UserCallbacks
     timers: Timers
     reporter: RunReporter
     loaders: dict[str, Any]
@@ -110,8 +111,9 @@ def train_step(run: Run, training: Training, iterator: CountingIterator, average
     for _ in range(args.gradient_accumulation_steps):
         with accelerator.accumulate(run.model):
             run.timers("forward").start()
-            with accelerator.autocast():  # the whole forward_step, loss included (accelerator.autocast_whole_forward_step)
-                loss, metrics = call_forward_step(run.hooks.forward_step, iterator, run.model, args, run.timers,
+            # the whole forward_step, loss included, under autocast (see remove_mixed_precision_forward_wrapper)
+            with accelerator.autocast():
+                loss, metrics = call_forward_step(run.callbacks.forward_step, iterator, run.model, args, run.timers,
                                                   True)
             run.timers("forward").stop()
             run.timers("backward").start()
@@ -161,7 +163,7 @@ def train(run: Run, training: Training) -> str | None:
     iterator = data_iterator(run, "train")
     averager = ScalarAverager(run.accelerator.device)
     run.model.train()
-    run.reporter.start_progress(progress.iteration, args.train_iters)
+    run.reporter.start_progress_bar(progress.iteration, args.train_iters)
     interval_start = time.time()
     limit_mins = args.exit_duration_in_mins
     deadline = interval_start + limit_mins * 60.0 if limit_mins is not None else None
@@ -174,7 +176,7 @@ def train(run: Run, training: Training) -> str | None:
         progress.iteration += 1
         progress.consumed["train"] = iterator.count
         count_skip(run, agreed.finite)
-        run.reporter.advance()
+        run.reporter.advance_progress_bar()
         if progress.iteration % args.log_interval == 0:
             log_training(run, training, averager, time.time() - interval_start, iterator.tokens - tokens_start)
             interval_start, tokens_start = time.time(), iterator.tokens
@@ -276,11 +278,11 @@ def evaluate(run: Run, split: str) -> tuple[float, dict[str, float]]:
     with torch.no_grad():
         for step in range(steps):
             with run.accelerator.autocast():
-                loss, metrics = call_forward_step(run.hooks.forward_step_eval, iterator, run.model, args,
+                loss, metrics = call_forward_step(run.callbacks.forward_step_eval, iterator, run.model, args,
                                                   run.timers, False)
             real = loader.batch_sampler.real_size(step) if strict else args.eval_batch_size
             collector.add(loss, metrics, real)
     if not strict:
         run.progress.consumed[split] = iterator.count
     run.model.train(was_training)
-    return collector.finish(run.hooks.handle_metrics)
+    return collector.finish(run.callbacks.handle_metrics)

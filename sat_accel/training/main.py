@@ -1,4 +1,4 @@
-"""training_main: SAT's entry point, as a sequence of named steps (SPEC §1.2)."""
+"""training_main: SAT's entry point, as a sequence of named steps (docs/architecture.md, README)."""
 from __future__ import annotations
 
 import argparse
@@ -13,13 +13,14 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from ..arguments import set_random_seed
+from ..checkpoint_format import IterationDir
 from ..data.loaders import make_loaders
 from ..errors import ConfigError
 from . import checkpoint, precision, sharded_state
-from .accelerator import autocast_whole_forward_step, build_accelerator, is_fsdp
+from .accelerator import build_accelerator, is_fsdp, remove_mixed_precision_forward_wrapper
 from .compile import check_compile_flags, compile_model
-from .logging import RunReporter, configure_console_logging
-from .loop import Hooks, Run, StopSignal, Training, evaluate_and_report, save, train
+from .reporting import RunReporter, configure_console_logging
+from .loop import Run, StopSignal, Training, UserCallbacks, evaluate_and_report, save, train
 from .optim import build_lr_scheduler, build_optimizer
 from .timers import Timers
 
@@ -41,18 +42,19 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         # Tear the process group down before interpreter shutdown: gloo can abort ("terminate called
         # without an active exception") when it is destroyed during finalisation of a finished run.
         atexit.register(accelerator.state.destroy_process_group)
-    load = checkpoint.resolve_load_dir(args.load, args.load_iteration) if args.load else None
-    args.experiment_name = shared_experiment_name(args, load)
+    load_from = checkpoint.resolve_load_dir(args.load, args.load_iteration) if args.load else None
+    args.experiment_name = shared_experiment_name(args, load_from)
     train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn,
                                                             length_function)
     model = instantiate_model(model_cls, args)
     precision.settle_parameter_dtype(model, args)
     model.to(accelerator.device)
-    if load is not None:  # weights into the plain model, before it is wrapped
-        checkpoint.load_model_weights(model, load[0], args.mode)
+    if load_from is not None:  # weights into the plain model, before it is wrapped
+        checkpoint.load_model_weights(model, load_from.path, args.mode)
     if init_function is not None:
         init_function(args, model)
-    hooks = Hooks(forward_step_function, forward_step_eval or forward_step_function, handle_metrics_function)
+    callbacks = UserCallbacks(forward_step_function, forward_step_eval or forward_step_function,
+                              handle_metrics_function)
     reporter = RunReporter(args, accelerator.is_main_process)
     loaders = {"train": train_loader, "valid": valid_loader, "test": test_loader}
     will_train = wants_training(args, train_loader)
@@ -61,8 +63,8 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
             model, optimizer, fsdp_skeleton = prepare_for_training(accelerator, model, args)
         else:
             model, optimizer, fsdp_skeleton = prepare_for_evaluation(accelerator, model, args), None, None
-        run = Run(args, accelerator, model, hooks, Timers(), reporter, loaders)
-        stop_reason = train_and_save(run, optimizer, load) if will_train else None
+        run = Run(args, accelerator, model, callbacks, Timers(), reporter, loaders)
+        stop_reason = train_and_save(run, optimizer, load_from) if will_train else None
         if stop_reason is None and test_loader is not None:
             evaluate_and_report(run, "test", "the end of training for test data")
     finally:
@@ -71,11 +73,11 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     return sharded_state.unwrapped_full_model(accelerator, run.model, fsdp_skeleton)
 
 
-def shared_experiment_name(args: argparse.Namespace, load: tuple[str, int] | None) -> str:
+def shared_experiment_name(args: argparse.Namespace, load_from: IterationDir | None) -> str:
     """`<experiment-name>-%m-%d-%H-%M` chosen on the main process and shared; a pretrain resume keeps the
-    loaded run's name (`load` = (iteration folder, iteration) from checkpoint.resolve_load_dir)."""
-    if load is not None and args.mode == "pretrain":
-        return os.path.basename(os.path.normpath(os.path.dirname(load[0])))
+    name of the run it loads."""
+    if load_from is not None and args.mode == "pretrain":
+        return os.path.basename(os.path.normpath(os.path.dirname(load_from.path)))
     name = [f"{args.experiment_name}-{datetime.now().strftime('%m-%d-%H-%M')}"]
     return broadcast_object_list(name)[0]
 
@@ -101,7 +103,7 @@ def prepare_for_evaluation(accelerator, model: torch.nn.Module, args: argparse.N
                            ) -> torch.nn.Module:
     """The model wrapped for evaluation only (no optimizer); compiled with --compile."""
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    autocast_whole_forward_step(accelerator, model)
+    remove_mixed_precision_forward_wrapper(accelerator, model)
     if getattr(args, "compile", False):
         compile_model(accelerator, model, args)
     return model
@@ -114,17 +116,17 @@ def prepare_for_training(accelerator, model: torch.nn.Module, args: argparse.Nam
     optimizer = build_optimizer(model, args)
     fsdp_skeleton = sharded_state.meta_skeleton(model) if is_fsdp(accelerator) else None
     model, optimizer = accelerator.prepare(model, optimizer)
-    autocast_whole_forward_step(accelerator, model)
+    remove_mixed_precision_forward_wrapper(accelerator, model)
     if getattr(args, "compile", False):
         compile_model(accelerator, model, args)
     return model, optimizer, fsdp_skeleton
 
 
-def train_and_save(run: Run, optimizer, load: tuple[str, int] | None) -> str | None:
+def train_and_save(run: Run, optimizer, load_from: IterationDir | None) -> str | None:
     """Schedule, resume, the loop and the final save. Returns the early-stop reason, if any."""
     args = run.args
     training = Training(optimizer, build_lr_scheduler(optimizer, args), checkpoint_dir(args), StopSignal())
-    restored_rng = load is not None and args.mode == "pretrain" and resume(run, training, *load)
+    restored_rng = load_from is not None and args.mode == "pretrain" and resume(run, training, load_from)
     if not restored_rng:
         set_random_seed(args.seed)
     run.reporter.message(("Continuing" if run.progress.iteration else "Starting") +
@@ -142,9 +144,10 @@ def checkpoint_dir(args: argparse.Namespace) -> str | None:
     return os.path.join(args.save, args.experiment_name) if args.save else None
 
 
-def resume(run: Run, training: Training, load_dir: str, iteration: int) -> bool:
+def resume(run: Run, training: Training, load_from: IterationDir) -> bool:
     """Full training state (RNG included) when the checkpoint has it; else SAT's weights-only resume with a
     re-warmup. Returns whether the RNG state was restored."""
+    load_dir, iteration = load_from
     state = checkpoint.load_training_state(run.accelerator, load_dir, training.optimizer, training.lr_scheduler,
                                            model=run.model)
     if state is not None:

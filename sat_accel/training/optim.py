@@ -84,13 +84,13 @@ class AnnealingLR:
         if self.decay_style == "constant":
             return self.max_lr
         decay_span = self.horizon - self.warmup_steps
-        progress = 1.0 if decay_span <= 0 else min(max((step - self.warmup_steps) / decay_span, 0.0), 1.0)
+        decayed_fraction = 1.0 if decay_span <= 0 else min(max((step - self.warmup_steps) / decay_span, 0.0), 1.0)
         ratio = self.decay_ratio
         if self.decay_style == "linear":
-            return self.max_lr * (1.0 - (1.0 - ratio) * progress)
+            return self.max_lr * (1.0 - (1.0 - ratio) * decayed_fraction)
         if self.decay_style == "cosine":
-            return self.max_lr * (ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-        return self.max_lr * ratio**progress  # exponential
+            return self.max_lr * (ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * decayed_fraction)))
+        return self.max_lr * ratio**decayed_fraction  # exponential
 
     def _apply(self, step: int) -> None:
         lr = self.lr_at(step)

@@ -1,4 +1,6 @@
-"""Calling the user's callbacks and checking what they return (one clear error per misuse)."""
+"""The pieces of one step: batches moved to the device and counted (CountingIterator), the user's
+forward_step called and its result checked (one clear error per misuse), scalar sums kept on the device
+until a report is due (ScalarAverager)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator

@@ -68,24 +68,27 @@ class RunReporter:
         self.args = args
         self.is_main = is_main
         self.trackers: list[Any] | None = None   # started with the first record: a failed start writes nothing
-        self.progress = None
+        self.progress_bar = None
         self.jsonl_path = os.path.join(metrics_dir(args), "metrics.jsonl")
+        if is_main and args.save_args:
+            write_args_file(args)
 
-    def start_progress(self, start: int, total: int) -> None:
+    def start_progress_bar(self, start: int, total: int) -> None:
+        """A tqdm bar over the training iterations, on an interactive main process unless --no-progress."""
         if self.is_main and not self.args.no_progress and sys.stdout.isatty() and total > start:
             from tqdm.auto import tqdm
 
-            self.progress = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, leave=False)
+            self.progress_bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, leave=False)
 
-    def advance(self) -> None:
-        if self.progress is not None:
-            self.progress.update(1)
+    def advance_progress_bar(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.update(1)
 
     def message(self, text: str) -> None:
         if not self.is_main:
             return
-        if self.progress is not None:
-            self.progress.write(text)
+        if self.progress_bar is not None:
+            self.progress_bar.write(text)
         else:
             print(text, flush=True)
 
@@ -105,12 +108,21 @@ class RunReporter:
             tracker.log(keyed, step=iteration)
 
     def close(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
-            self.progress = None
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+            self.progress_bar = None
         for tracker in self.trackers or []:
             tracker.finish()
         self.trackers = None
+
+
+def write_args_file(args: argparse.Namespace) -> str:
+    """--save-args, as SAT: every argument as `  name ..... value` in <summary-dir>/runs/<experiment>.txt."""
+    path = os.path.join(args.summary_dir, "runs", f"{args.experiment_name}.txt")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"  {name} {'.' * (29 - len(name))} {value}\n" for name, value in vars(args).items())
+    return path
 
 
 def _start_trackers(args: argparse.Namespace) -> list[Any]:
