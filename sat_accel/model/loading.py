@@ -146,6 +146,7 @@ def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[
     iteration_dir, _ = resolve_load_dir(folder, iteration)
     config = read_model_config(iteration_dir)
     model_cls = _pick_class(model_cls, config, iteration_dir)
+    config = resolve_tokenizer_type(config, iteration_dir, folder)
     merged = _merge_args(model_cls, user_args, config, opts.get("overwrite_args") or {}, folder)
     mode = getattr(merged, "mode", None) or "inference"
     if opts.get("build_only"):
@@ -192,6 +193,19 @@ def _pick_class(model_cls: type | None, config: dict, where: str) -> type:
                               f"registered (registered: {', '.join(known) or 'none'}); import the module that "
                               "defines it before calling AutoModel.from_pretrained.")
     return get_model_class(class_name)
+
+
+def resolve_tokenizer_type(config: dict, *folders: str) -> dict:
+    """A relative ``tokenizer_type`` that names a tokenizer stored inside the checkpoint (training writes
+    ``tokenizer/``) becomes that absolute path; names such as ``bert-base-uncased`` stay as they are."""
+    value = config.get("tokenizer_type")
+    if not isinstance(value, str) or os.path.isabs(value):
+        return config
+    for folder in folders:
+        candidate = os.path.join(folder, value)
+        if os.path.exists(candidate):
+            return {**config, "tokenizer_type": candidate}
+    return config
 
 
 def _merge_args(model_cls: type, user_args: argparse.Namespace | None, config: dict, overwrite: dict,

@@ -24,6 +24,7 @@ from ..checkpoint_format import (ARGS_FILE, LATEST, MODEL_CONFIG, OLD_PREFIX, OP
 from ..errors import CheckpointError
 from ..model.loading import load_state_dict_into
 from . import sharded_state
+from .tokenizer_files import tokenizer_entry, write_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
     run_dir = os.path.abspath(run_dir)
     main = accelerator.is_main_process
     state = full_state_dict(accelerator, model)
-    config = model_config_of(accelerator.unwrap_model(model), args) if main else {}
+    config = {**model_config_of(accelerator.unwrap_model(model), args), **tokenizer_entry(args)} if main else {}
     tmp = os.path.join(run_dir, f"{TMP_PREFIX}{iteration}")
     with_optim = optimizer is not None and not getattr(args, "no_save_optim", False)
 
@@ -80,6 +81,7 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
         if main:
             write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
             write_json(os.path.join(tmp, MODEL_CONFIG), config)
+            write_tokenizer(tmp, args)
             if with_optim:
                 _write_shared_state(accelerator, tmp, optimizer, lr_scheduler, extra_state, args)
             fsync_tree(tmp)

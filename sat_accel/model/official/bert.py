@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ...errors import ConfigError
 from ..base_model import BaseModel
 from ..initialization import DEFAULT_INITIALIZER_RANGE
-from ..mixins import BaseMixin
+from ..mixins import BaseMixin, MLPHeadMixin
 from ..transformer import BaseTransformer
 
 
@@ -109,4 +109,30 @@ class BertModel(BaseModel):
         group.add_argument("--num-types", type=int, default=2, help="number of token types (segments)")
         group.add_argument("--no-mlm-head", dest="mlm_head", action="store_false",
                            help="build without the 'bert-final' MLM head (headless checkpoints such as HF BertModel)")
+        return super().add_model_specific_args(parser)
+
+
+class BertClassificationModel(BertModel):
+    """SAT's finetune classifier as a library class: BertModel whose MLM head is replaced by
+    ``MLPHeadMixin(hidden, *head_sizes)`` (mixin 'classification_head'); logits ``[b, s, head_sizes[-1]]``,
+    the [CLS] row (position 0) being the answer. The head's sizes and init are model_config.json fields, so
+    ``AutoModel.from_pretrained`` rebuilds a trained classifier with no user code imported."""
+
+    def __init__(self, args: argparse.Namespace, transformer: Optional[BaseTransformer] = None, **kwargs):
+        super().__init__(args, transformer=transformer, **kwargs)
+        if "bert-final" in self.mixins:
+            self.del_mixin("bert-final")
+        specific = self._model_specific
+        self.add_mixin("classification_head", MLPHeadMixin(self.transformer.arch["hidden_size"],
+                                                           *specific["head_sizes"],
+                                                           init_std=specific["head_init_std"]))
+
+    @classmethod
+    def add_model_specific_args(cls, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """``--head-sizes`` (MLP sizes after the hidden size, default SAT's ``2048 1``), ``--head-init-std``."""
+        group = parser.add_argument_group("BERT classification", "classification head configuration")
+        group.add_argument("--head-sizes", type=int, nargs="+", default=[2048, 1],
+                           help="classification MLP sizes after the hidden size; the last is the number of outputs")
+        group.add_argument("--head-init-std", type=float, default=0.005,
+                           help="std of the head's weights (SAT's 0.005)")
         return super().add_model_specific_args(parser)
