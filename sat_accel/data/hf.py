@@ -34,6 +34,7 @@ from datasets import Dataset, DatasetDict
 from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 
+from sat_accel.checkpoint_format import durable_rename
 from sat_accel.errors import DataError, HookError
 
 logger = logging.getLogger(__name__)
@@ -373,7 +374,7 @@ def _save_atomic(dataset: Dataset, folder: Path) -> None:
         if folder.exists():  # rebuild=True replaces the previous cache
             shutil.rmtree(folder)
         try:
-            os.rename(tmp / "data", folder)
+            durable_rename(str(tmp / "data"), str(folder))
         except OSError:
             if not (folder / "state.json").exists():
                 raise
@@ -384,7 +385,11 @@ def _save_atomic(dataset: Dataset, folder: Path) -> None:
 
 @contextmanager
 def _main_process_first() -> Iterator[bool]:
-    """Rank 0 runs the block first, the other ranks after it (only when a process group exists)."""
+    """Rank 0 runs the block first, the other ranks after it (only when a process group exists).
+
+    Not Accelerate's PartialState().main_process_first(): load_hf_dataset also runs outside training_main,
+    in a process group the user started with torch.distributed, and there a fresh PartialState on CPU does
+    not join that group, so every rank would think it is the main one and build the cache at once."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
