@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 from ..checkpoint_format import read_model_config, read_weights, resolve_load_dir
 from ..errors import CheckpointError
 from ..hub import resolve_model_folder
+from .mixin_base import is_mixin_parameter
 from .registry import get_model_class, registered_models
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,14 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
     return state, expected, missing, unexpected
 
 
-def _mixins_to_reinit(missing: list[str], mode: str, source: str) -> list[str]:
-    """SAT's rule: in finetune mode only mixin (or cross-attention) weights may be absent."""
+def _mixins_to_reinit(model: torch.nn.Module, missing: list[str], mode: str, source: str) -> list[str]:
+    """SAT's rule: in finetune mode only mixin (or cross-attention) weights may be absent; mixin parameters
+    inside the trunk (LoRA's matrices) too, and they keep the init their mixin gave them."""
     if not missing:
         return []
-    allowed = mode == "finetune" and all(k.startswith("mixins.") or "cross_attention" in k for k in missing)
+    params = dict(model.named_parameters())
+    allowed = mode == "finetune" and all(k.startswith("mixins.") or "cross_attention" in k
+                                         or is_mixin_parameter(params.get(k)) for k in missing)
     if not allowed:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise CheckpointError(f"{source} lacks {len(missing)} weights the model needs ({shown}) in mode "
@@ -89,7 +93,7 @@ def load_state_dict_into(model: torch.nn.Module, state: dict[str, torch.Tensor],
     if unexpected:
         logger.warning("Ignoring %d weights of %s that the model does not have: %s", len(unexpected), source,
                        ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
-    reinit = _mixins_to_reinit(missing, mode, source)
+    reinit = _mixins_to_reinit(model, missing, mode, source)
     state = {k: _cast(v, expected[k].dtype) for k, v in state.items() if k in expected}
     if assign:
         _unshare(state, ties)

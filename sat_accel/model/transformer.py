@@ -153,23 +153,33 @@ def mlp_forward_default(self, hidden_states: torch.Tensor, **kw):
 
 
 def layer_forward_default(self, hidden_states: torch.Tensor, mask, **kw):
-    """One block in SAT's layernorm orders.
+    """One block in SAT's layernorm orders (see ``run_layer``)."""
+    return run_layer(self.transformer.layers[kw["layer_id"]], hidden_states, mask, **kw)
+
+
+def run_layer(layer: "TransformerLayer", hidden_states: torch.Tensor, mask, *,
+              adapt_attention: Optional[Callable] = None, adapt_mlp: Optional[Callable] = None, **kw):
+    """The default block, with optional functions applied to the attention and MLP outputs before their
+    residual additions (how adapters plug in).
 
     'post' normalises at the START of the layer and uses the normalised input as the residual;
     the classic post-LN block's last layernorm is the next layer's ``input_layernorm`` (or
     ``final_layernorm``). 'sandwich' adds layernorms after attention and after the MLP.
     """
-    layer = self.transformer.layers[kw["layer_id"]]
     x = layer.input_layernorm(hidden_states)
     attention_output = layer.attention(x, mask, **kw)
     if layer.layernorm_order == "sandwich":
         attention_output = layer.third_layernorm(attention_output)
+    if adapt_attention is not None:
+        attention_output = adapt_attention(attention_output)
     residual = x if layer.layernorm_order == "post" else hidden_states
     hidden_states = residual + attention_output
     mlp_input = layer.post_attention_layernorm(hidden_states)
     mlp_output = layer.mlp(mlp_input, **kw)
     if layer.layernorm_order == "sandwich":
         mlp_output = layer.fourth_layernorm(mlp_output)
+    if adapt_mlp is not None:
+        mlp_output = adapt_mlp(mlp_output)
     residual = mlp_input if layer.layernorm_order == "post" else hidden_states
     return residual + mlp_output
 
