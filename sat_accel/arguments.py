@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .checkpoint_format import resolve_config_paths
 from .data.splits import parse_split
 from .errors import ConfigError
 from .sat_flags import (add_deepspeed_launcher_args, add_sat_data_flags, add_sat_model_flags,
@@ -286,10 +287,7 @@ def update_args_with_file(args: argparse.Namespace, path: str) -> argparse.Names
         raise ConfigError(f"update_args_with_file: cannot read {path} as JSON ({e}); pass a JSON object file.") from e
     if not isinstance(config, dict):
         raise ConfigError(f"update_args_with_file: {path} must hold a JSON object, got {type(config).__name__}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    for key, value in config.items():
-        if key.endswith("_path") and isinstance(value, str) and not os.path.isabs(value):
-            config[key] = os.path.join(folder, value)
+    config = resolve_config_paths(config, os.path.dirname(os.path.abspath(path)))
     return argparse.Namespace(**{**vars(args), **config})
 
 

@@ -37,6 +37,7 @@ TIED_METADATA_KEY = "sat_accel.tied"  # safetensors metadata: {"alias": "kept na
 TMP_PREFIX = ".tmp-"  # anything named like this in a run folder is an unfinished save or a deletion
 OLD_PREFIX = ".old-"  # an iteration being replaced by a re-save of the same iteration
 HF_CONFIG = "config.json"  # a Hugging Face (transformers) folder, converted before loading
+TOKENIZER_DIR = "tokenizer"  # a converted folder's copy of the source's tokenizer files (model_config tokenizer_type)
 _WEIGHT_FILES = (WEIGHTS, WEIGHTS_INDEX, LEGACY_WEIGHTS)
 # Globals a SAT/DeepSpeed `.pt` needs beyond plain tensors: numpy RNG states (arrays and dtypes).
 _NUMPY_CORE = getattr(np, "_core", None) or np.core
@@ -183,6 +184,17 @@ def read_latest(run_dir: str) -> str:
     return tag
 
 
+def resolve_config_paths(config: dict[str, Any], folder: str) -> dict[str, Any]:
+    """SAT's rule: relative `*_path` values of a config file are relative to its folder; so is a `tokenizer_type`
+    that names a folder inside it (a converted model's own tokenizer). Returns a new dict."""
+    def inside(key: str, value: Any) -> bool:
+        if not isinstance(value, str) or os.path.isabs(value):
+            return False
+        return key.endswith("_path") or (key == "tokenizer_type" and os.path.isdir(os.path.join(folder, value)))
+
+    return {k: os.path.join(folder, v) if inside(k, v) else v for k, v in config.items()}
+
+
 def read_model_config(iteration_dir: str) -> dict[str, Any]:
     """model_config.json of an iteration folder (its own copy, else the run folder's); {} if none."""
     for folder in (iteration_dir, os.path.dirname(iteration_dir)):
@@ -306,8 +318,9 @@ def write_weights(folder: str, state: dict[str, torch.Tensor], max_shard_size: i
 
 
 def save_model_folder(folder: str, state: dict[str, torch.Tensor], model_config: dict[str, Any],
-                      max_shard_size: int | str = "5GB") -> str:
-    """Atomically create a from_pretrained-ready folder (model_config.json, latest, release/ weights)."""
+                      max_shard_size: int | str = "5GB", extra_files: dict[str, str] | None = None) -> str:
+    """Atomically create a from_pretrained-ready folder (model_config.json, latest, release/ weights; plus
+    `extra_files`, {relative destination: source file}, e.g. a tokenizer)."""
     folder = os.path.abspath(folder)
     if os.path.exists(folder):
         raise CheckpointError(f"{folder} already exists; choose a new destination or delete it first.")
@@ -317,6 +330,9 @@ def save_model_folder(folder: str, state: dict[str, torch.Tensor], model_config:
     try:
         write_weights(os.path.join(tmp, RELEASE), state, max_shard_size)
         write_json(os.path.join(tmp, MODEL_CONFIG), model_config)
+        for name, source in (extra_files or {}).items():
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+            shutil.copyfile(source, os.path.join(tmp, name))
         atomic_write_text(os.path.join(tmp, LATEST), RELEASE)
         fsync_tree(tmp)
         durable_rename(tmp, folder)

@@ -160,3 +160,18 @@ def test_reset_random_seed_reseeds_with_scaled_seed():
     reset_random_seed(6)
     torch.testing.assert_close(torch.rand(3), a)
     assert not torch.equal(a, b)
+
+
+def test_converted_hf_folder_names_its_own_tokenizer_for_get_tokenizer(monkeypatch, tmp_path):
+    from sat_accel import get_tokenizer, tokenization
+    from sat_accel.convert.hf_folder import convert_hf_folder
+    from sat_accel.model import AutoModel
+
+    monkeypatch.setattr(tokenization, "_cache", {})
+    folder = convert_hf_folder(_minilm_dir(), str(tmp_path / "minilm"))
+    moved = str(tmp_path / "moved")
+    os.rename(folder, moved)  # portable: nothing in the folder points outside it
+    model, args = AutoModel.from_pretrained(moved, argparse.Namespace(mode="inference", tokenizer_type="fake"))
+    assert args.tokenizer_type == os.path.join(moved, "tokenizer")
+    assert get_tokenizer(args)("a cat")["input_ids"] == [101, 1037, 4937, 102]
+    assert model.get_model_config()["tokenizer_type"] == args.tokenizer_type

@@ -10,12 +10,14 @@ import os
 
 import torch
 
-from ..checkpoint_format import (HF_CONFIG, LATEST, MODEL_CONFIG, WEIGHTS, WEIGHTS_INDEX, read_json,
+from ..checkpoint_format import (HF_CONFIG, LATEST, MODEL_CONFIG, TOKENIZER_DIR, WEIGHTS, WEIGHTS_INDEX, read_json,
                                  read_safetensors, read_safetensors_index, safe_torch_load, save_model_folder)
 from .dispatch import family_of, hf_to_sat_checkpoint
 
 HF_PICKLE_WEIGHTS = "pytorch_model.bin"
 HF_WEIGHT_FILES = (WEIGHTS, WEIGHTS_INDEX, HF_PICKLE_WEIGHTS)
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                      "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model")
 
 
 def is_hf_folder(path: str) -> bool:
@@ -47,4 +49,8 @@ def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> 
                           "restore the folder's config.json from where the model came from.")
     family_of(hf_config)  # an unsupported model_type fails before the weights are read
     config, state = hf_to_sat_checkpoint(hf_config, read_hf_weights(src))
-    return save_model_folder(dst, state, config, max_shard_size)
+    tokenizer = {os.path.join(TOKENIZER_DIR, name): os.path.join(src, name) for name in HF_TOKENIZER_FILES
+                 if os.path.isfile(os.path.join(src, name))}
+    if tokenizer:  # portable: from_pretrained resolves it inside the folder, get_tokenizer(args) loads it
+        config = {**config, "tokenizer_type": TOKENIZER_DIR}
+    return save_model_folder(dst, state, config, max_shard_size, extra_files=tokenizer)

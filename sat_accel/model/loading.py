@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..checkpoint_format import read_model_config, read_weights, resolve_load_dir
+from ..checkpoint_format import read_model_config, read_weights, resolve_config_paths, resolve_load_dir
 from ..errors import CheckpointError
 from ..hub import resolve_model_folder
 from .mixin_base import is_mixin_parameter
@@ -215,8 +215,7 @@ def resolve_tokenizer_type(config: dict, *folders: str) -> dict:
 def _merge_args(model_cls: type, user_args: argparse.Namespace | None, config: dict, overwrite: dict,
                 folder: str) -> argparse.Namespace:
     """Model defaults < caller's args < model_config.json < overwrite_args, as a NEW Namespace."""
-    config = {k: os.path.join(folder, v) if k.endswith("_path") and isinstance(v, str) and not os.path.isabs(v)
-              else v for k, v in config.items()}  # SAT: paths in model_config.json are folder-relative
+    config = resolve_config_paths(config, folder)  # SAT: paths in model_config.json are folder-relative
     given = vars(user_args) if user_args is not None else {}
     replaced = sorted(k for k in config if k in given and given[k] != config[k] and k != "model_class")
     if replaced:
