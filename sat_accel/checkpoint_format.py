@@ -37,7 +37,7 @@ TIED_METADATA_KEY = "sat_accel.tied"  # safetensors metadata: {"alias": "kept na
 TMP_PREFIX = ".tmp-"  # anything named like this in a run folder is an unfinished save or a deletion
 OLD_PREFIX = ".old-"  # an iteration being replaced by a re-save of the same iteration
 HF_CONFIG = "config.json"  # a Hugging Face (transformers) folder, converted before loading
-TOKENIZER_DIR = "tokenizer"  # a converted folder's copy of the source's tokenizer files (model_config tokenizer_type)
+TOKENIZER_DIR = "tokenizer"  # a checkpoint's own tokenizer, recorded relative in model_config.json's tokenizer_type
 _WEIGHT_FILES = (WEIGHTS, WEIGHTS_INDEX, LEGACY_WEIGHTS)
 # Globals a SAT/DeepSpeed `.pt` needs beyond plain tensors: numpy RNG states (arrays and dtypes).
 _NUMPY_CORE = getattr(np, "_core", None) or np.core
@@ -185,14 +185,9 @@ def read_latest(run_dir: str) -> str:
 
 
 def resolve_config_paths(config: dict[str, Any], folder: str) -> dict[str, Any]:
-    """SAT's rule: relative `*_path` values of a config file are relative to its folder; so is a `tokenizer_type`
-    that names a folder inside it (a converted model's own tokenizer). Returns a new dict."""
-    def inside(key: str, value: Any) -> bool:
-        if not isinstance(value, str) or os.path.isabs(value):
-            return False
-        return key.endswith("_path") or (key == "tokenizer_type" and os.path.isdir(os.path.join(folder, value)))
-
-    return {k: os.path.join(folder, v) if inside(k, v) else v for k, v in config.items()}
+    """SAT's rule: relative `*_path` values of a config file are relative to its folder. Returns a new dict."""
+    return {k: os.path.join(folder, v) if k.endswith("_path") and isinstance(v, str) and not os.path.isabs(v) else v
+            for k, v in config.items()}
 
 
 def read_model_config(iteration_dir: str) -> dict[str, Any]:

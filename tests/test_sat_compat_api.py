@@ -174,4 +174,3 @@ def test_converted_hf_folder_names_its_own_tokenizer_for_get_tokenizer(monkeypat
     model, args = AutoModel.from_pretrained(moved, argparse.Namespace(mode="inference", tokenizer_type="fake"))
     assert args.tokenizer_type == os.path.join(moved, "tokenizer")
     assert get_tokenizer(args)("a cat")["input_ids"] == [101, 1037, 4937, 102]
-    assert model.get_model_config()["tokenizer_type"] == args.tokenizer_type

@@ -51,6 +51,6 @@ def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> 
     config, state = hf_to_sat_checkpoint(hf_config, read_hf_weights(src))
     tokenizer = {os.path.join(TOKENIZER_DIR, name): os.path.join(src, name) for name in HF_TOKENIZER_FILES
                  if os.path.isfile(os.path.join(src, name))}
-    if tokenizer:  # portable: from_pretrained resolves it inside the folder, get_tokenizer(args) loads it
+    if tokenizer:  # portable: from_pretrained resolves it inside the folder (loading.resolve_tokenizer_type)
         config = {**config, "tokenizer_type": TOKENIZER_DIR}
     return save_model_folder(dst, state, config, max_shard_size, extra_files=tokenizer)

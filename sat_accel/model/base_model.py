@@ -97,12 +97,8 @@ class BaseModel(torch.nn.Module):
     @classmethod
     def _read_model_specific(cls, args: argparse.Namespace) -> dict:
         defaults = vars(cls.add_model_specific_args(argparse.ArgumentParser()).parse_args([]))
-        specific = {k: getattr(args, k, v) for k, v in defaults.items()
-                    if k not in ARCH_DEFAULTS and k not in REQUIRED_ARCH}
-        tokenizer_type = getattr(args, "tokenizer_type", None)
-        if tokenizer_type not in (None, "", "fake"):  # as SAT: model_config.json names the tokenizer
-            specific["tokenizer_type"] = tokenizer_type
-        return specific
+        return {k: getattr(args, k, v) for k, v in defaults.items()
+                if k not in ARCH_DEFAULTS and k not in REQUIRED_ARCH}
 
     # ------------------------------------------------------------ mixins and hooks
     def add_mixin(self, name: str, new_mixin: BaseMixin, reinit: bool = False) -> None:

@@ -12,7 +12,7 @@ import os
 import shutil
 from typing import Any
 
-TOKENIZER_DIR = "tokenizer"
+from ..checkpoint_format import TOKENIZER_DIR
 
 
 def tokenizer_entry(args: argparse.Namespace | None) -> dict[str, Any]:
