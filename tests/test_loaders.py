@@ -1,5 +1,6 @@
 """make_loaders end to end on tiny in-memory datasets (no files, no downloads)."""
 import argparse
+import dataclasses
 import itertools
 
 import pytest
@@ -194,3 +195,23 @@ def test_hugging_face_dataset_works_as_a_source():
     batch = next(iter(train))
     assert batch["x"].shape == (5,) and torch.equal(batch["y"], 2 * batch["x"])
     assert len(train.dataset) + len(valid.dataset) < 40
+
+
+class RecordingArgs(argparse.Namespace):
+    """A Namespace that counts how often each attribute is read."""
+
+    def __getattribute__(self, name):
+        if not name.startswith("_"):
+            reads = object.__getattribute__(self, "__dict__").setdefault("_reads", {})
+            reads[name] = reads.get(name, 0) + 1
+        return object.__getattribute__(self, name)
+
+
+def test_the_data_layer_reads_each_setting_once_at_its_boundary():
+    from sat_accel.data.settings import DataSettings
+
+    args = RecordingArgs(**vars(make_args(valid_data=["b=20"], epochs=2, strict_eval=True)))
+    make_loaders(args, lambda path, a: sizes_from_path(path, a))
+    reads = {k: n for k, n in args._reads.items() if k not in ("do_train", "do_valid", "do_test")}
+    assert set(reads) <= {f.name for f in dataclasses.fields(DataSettings)} | {"train_iters"}
+    assert all(n == 1 for n in reads.values()), reads  # read once, into DataSettings

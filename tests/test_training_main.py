@@ -43,6 +43,14 @@ def test_save_args_writes_every_argument_next_to_the_summaries(tmp_path):
     assert len(lines) == len(vars(args))
 
 
+def test_training_main_twice_with_the_same_args_keeps_the_users_experiment_name(tmp_path):
+    args = _args(tmp_path, "--train-iters", "2")
+    for _ in range(2):  # a notebook re-running its training cell
+        training_main(args, tiny_task.TinyModel, tiny_task.forward_step, tiny_task.create_dataset)
+        assert args.experiment_base_name == "t"
+        assert args.experiment_name.count("-") == 4  # t-%m-%d-%H-%M, one timestamp
+
+
 def test_accepts_instance_pair_and_hf_model(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 

@@ -21,6 +21,7 @@ from .grouping import DEFAULT_WINDOW, LengthGroupedStream, example_lengths
 from .mixture import MixtureStream, WeightedInterleave, check_weights
 from .permutation import derive_seed
 from .sampler import ShuffledStream, StreamBatchSampler, StrictEvalBatchSampler
+from .settings import DataSettings
 from .splits import get_split, should_split, split_dataset
 
 __all__ = ["make_loaders", "train_iters_for_epochs", "RepeatedShards"]
@@ -34,22 +35,31 @@ def make_loaders(args: Any, create_dataset_function: Callable, collate_fn: Optio
                  length_function: Optional[Callable] = None) -> Loaders:
     """train, valid, test loaders for THIS rank (each may be None).
 
-    Sets ``args.do_train`` / ``args.do_valid`` / ``args.do_test``. If ``args.epochs`` is set,
-    sets ``args.train_iters = ceil(epochs * n_train / (batch_size * world_size * GA))``.
+    The data settings are read from ``args`` once, here (DataSettings); what is decided is written back
+    here only, as SAT does: ``args.do_train`` / ``args.do_valid`` / ``args.do_test`` and, with
+    ``args.epochs``, ``args.train_iters = ceil(epochs * n_train / (batch_size * world_size * GA))``.
     Calls ``create_dataset_function(path, args)`` once per path. With ``args.group_by_length`` the
     training batches are length-grouped (lengths from ``length_function(example)`` or the examples'
     fields, see grouping.example_lengths) and, unless ``collate_fn`` is given, every loader pads each
     batch to its longest sequence (collate.PadToLongest).
     """
-    train_parts, valid_parts, test_parts = _build_datasets(args, create_dataset_function)
-    if getattr(args, "group_by_length", False) and collate_fn is None:
+    settings = DataSettings.from_args(args)
+    name = getattr(create_dataset_function, "__name__", repr(create_dataset_function))
+    train_parts, valid_parts, test_parts = _build_datasets(
+        settings, lambda path: create_dataset_function(path, args), name)
+    if settings.group_by_length and collate_fn is None:
         collate_fn = PadToLongest()
-    train = _train_loader(train_parts, args, collate_fn, length_function) if train_parts else None
-    valid = _eval_loader(valid_parts, args, collate_fn, "valid") if valid_parts else None
-    test = _eval_loader(test_parts, args, collate_fn, "test") if test_parts else None
-    args.do_train = train is not None
-    args.do_valid = valid is not None
-    args.do_test = test is not None
+    train, epoch_length = None, None
+    if train_parts:
+        train, epoch_length = _train_loader(train_parts, settings, collate_fn, length_function)
+    valid = _eval_loader(valid_parts, settings, collate_fn, "valid") if valid_parts else None
+    test = _eval_loader(test_parts, settings, collate_fn, "test") if test_parts else None
+    args.do_train, args.do_valid, args.do_test = train is not None, valid is not None, test is not None
+    if settings.epochs and epoch_length is not None:
+        args.train_iters = train_iters_for_epochs(settings.epochs, epoch_length, settings.batch_size,
+                                                  settings.world_size, settings.gradient_accumulation_steps)
+        logger.info("--epochs %s over %d examples -> train_iters = %d", settings.epochs, epoch_length,
+                    args.train_iters)
     return train, valid, test
 
 
@@ -62,28 +72,27 @@ def train_iters_for_epochs(epochs: float, num_examples: int, batch_size: int, wo
 
 # -- datasets --------------------------------------------------------------------------------
 
-def _build_datasets(args: Any, create_fn: Callable) -> tuple[list, list, list]:
-    """Lists of dataset parts per split; a list is empty when that split has no data."""
+def _build_datasets(settings: DataSettings, create: Callable[[str], Any], name: str) -> tuple[list, list, list]:
+    """Lists of dataset parts per split; a list is empty when that split has no data. `create(path)` calls
+    the user's create_dataset_function (named `name`) with the path and the user's args."""
     train, valid, test = [], [], []
-    weights = getattr(args, "train_data_weights", None)
-    if weights:
-        check_weights(weights, len(getattr(args, "train_data", None) or []))
-    if getattr(args, "train_data", None):
-        sources = [_create(path, args, create_fn, "--train-data") for path in args.train_data]
-        train, valid, test = _split_sources(sources, args.train_data, args)
-    if getattr(args, "valid_data", None):
-        valid = [_create(path, args, create_fn, "--valid-data") for path in args.valid_data]
-    if getattr(args, "test_data", None):
-        test = [_create(path, args, create_fn, "--test-data") for path in args.test_data]
+    if settings.train_data_weights:
+        check_weights(settings.train_data_weights, len(settings.train_data))
+    if settings.train_data:
+        sources = [_create(path, create, name, "--train-data") for path in settings.train_data]
+        train, valid, test = _split_sources(sources, settings.train_data, settings)
+    if settings.valid_data:
+        valid = [_create(path, create, name, "--valid-data") for path in settings.valid_data]
+    if settings.test_data:
+        test = [_create(path, create, name, "--test-data") for path in settings.test_data]
     return train, valid, test
 
 
-def _create(path: str, args: Any, create_fn: Callable, flag: str) -> Any:
-    name = getattr(create_fn, "__name__", repr(create_fn))
+def _create(path: str, create: Callable[[str], Any], name: str, flag: str) -> Any:
     if not path:
         raise DataError(f"{flag} contains an empty path; give the path of a dataset.")
     try:
-        dataset = create_fn(path, args)
+        dataset = create(path)
     except FileNotFoundError as exc:
         raise DataError(f"{flag} path {path!r} was not found ({name} raised: {exc}); check the "
                         "path.") from exc
@@ -117,113 +126,101 @@ def _all_iterable(parts: Sequence, name: str) -> bool:
     return kinds == {True}
 
 
-def _split_sources(sources: list, paths: Sequence[str], args: Any) -> tuple[list, list, list]:
+def _split_sources(sources: list, paths: Sequence[str], settings: DataSettings) -> tuple[list, list, list]:
     """Split every train source with --split (SAT's order: split each path, then combine)."""
+    shares = get_split(settings)
     if _all_iterable(sources, "--train-data"):
-        shares = get_split(args)
         if should_split(shares):
             logger.warning("--split %s is ignored: an iterable dataset cannot be split; give "
-                           "--valid-data/--test-data for evaluation.", args.split)
+                           "--valid-data/--test-data for evaluation.", settings.split)
         return sources, [], []
-    shares = get_split(args)
     if not should_split(shares):
         return sources, [], []
-    parts = [split_dataset(ds, shares, args.block_size, args.seed, f"--train-data path {path!r}")
+    parts = [split_dataset(ds, shares, settings.block_size, settings.seed, f"--train-data path {path!r}")
              for ds, path in zip(sources, paths)]
     train, valid, test = ([p[i] for p in parts if p[i] is not None] for i in range(3))
-    if _rank_layout(args)[0] == 0:
-        logger.info("--split %s -> train/valid/test examples: %s", args.split,
+    if settings.rank == 0:
+        logger.info("--split %s -> train/valid/test examples: %s", settings.split,
                     [sum(len(p) for p in split) for split in (train, valid, test)])
     if not train:
-        logger.info("--split %s gives the training share zero: no training data.", args.split)
+        logger.info("--split %s gives the training share zero: no training data.", settings.split)
     return train, valid, test
 
 
 # -- loaders ---------------------------------------------------------------------------------
 
-def _loader_kwargs(args: Any, collate_fn: Optional[Callable]) -> dict:
-    workers = int(getattr(args, "num_workers", 0) or 0)
+def _loader_kwargs(settings: DataSettings, collate_fn: Optional[Callable]) -> dict:
     # Its own generator: otherwise iter(loader) draws its worker base seed from the global torch RNG,
     # which shifts every later random number (dropout) and breaks bitwise-exact resume.
-    generator = torch.Generator().manual_seed(int(getattr(args, "seed", 0) or 0))
-    kwargs: dict = {"num_workers": workers, "collate_fn": collate_fn, "pin_memory": False, "generator": generator}
-    if workers > 0:
-        kwargs["prefetch_factor"] = getattr(args, "prefetch_factor", None) or 2
+    generator = torch.Generator().manual_seed(settings.seed)
+    kwargs: dict = {"num_workers": settings.num_workers, "collate_fn": collate_fn, "pin_memory": False,
+                    "generator": generator}
+    if settings.num_workers > 0:
+        kwargs["prefetch_factor"] = settings.prefetch_factor or 2
     return kwargs
 
 
-def _rank_layout(args: Any) -> tuple[int, int]:
-    return int(getattr(args, "rank", 0) or 0), int(getattr(args, "world_size", 1) or 1)
-
-
-def _train_loader(parts: list, args: Any, collate_fn: Optional[Callable],
-                  length_function: Optional[Callable] = None) -> DataLoader:
-    rank, world = _rank_layout(args)
+def _train_loader(parts: list, settings: DataSettings, collate_fn: Optional[Callable],
+                  length_function: Optional[Callable] = None) -> tuple[DataLoader, Optional[int]]:
+    """The endless training loader and the length of one epoch of its stream (None when iterable)."""
     if _all_iterable(parts, "train"):
-        if getattr(args, "group_by_length", False):
+        if settings.group_by_length:
             raise ConfigError("--group-by-length sorts windows of a map-style dataset by length; an iterable "
                               "dataset has no index to sort: drop --group-by-length or give a map-style dataset.")
-        return _iterable_loader(parts, args, collate_fn, "train", args.batch_size)
-    weights = getattr(args, "train_data_weights", None)
+        return _iterable_loader(parts, settings, collate_fn, "train", settings.batch_size), None
     dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    seed = derive_seed(args.seed, "train")
-    if weights:
-        stream = MixtureStream([len(p) for p in parts], weights, seed)
+    seed = derive_seed(settings.seed, "train")
+    if settings.train_data_weights:
+        stream = MixtureStream([len(p) for p in parts], settings.train_data_weights, seed)
     else:
         stream = ShuffledStream(len(dataset), seed)
-    if getattr(args, "epochs", None):
-        args.train_iters = train_iters_for_epochs(args.epochs, stream.epoch_length, args.batch_size,
-                                                  world, args.gradient_accumulation_steps)
-        logger.info("--epochs %s over %d examples -> train_iters = %d", args.epochs,
-                    stream.epoch_length, args.train_iters)
-    if getattr(args, "group_by_length", False):
-        stream = _grouped(stream, dataset, args, world, length_function)
-    sampler = StreamBatchSampler(stream, args.batch_size, rank, world)
-    return DataLoader(dataset, batch_sampler=sampler, **_loader_kwargs(args, collate_fn))
+    epoch_length = stream.epoch_length
+    if settings.group_by_length:
+        stream = _grouped(stream, dataset, settings, length_function)
+    sampler = StreamBatchSampler(stream, settings.batch_size, settings.rank, settings.world_size)
+    return DataLoader(dataset, batch_sampler=sampler, **_loader_kwargs(settings, collate_fn)), epoch_length
 
 
-def _grouped(stream: Any, dataset: Any, args: Any, world: int, length_function: Optional[Callable]
+def _grouped(stream: Any, dataset: Any, settings: DataSettings, length_function: Optional[Callable]
              ) -> LengthGroupedStream:
     lengths = example_lengths(dataset, length_function)
-    window = getattr(args, "group_by_length_window", None) or DEFAULT_WINDOW
-    if _rank_layout(args)[0] == 0:
+    window = settings.group_by_length_window or DEFAULT_WINDOW
+    if settings.rank == 0:
         logger.info("--group-by-length: %d examples, lengths %d..%d (mean %.1f), windows of %d global batches",
                     len(lengths), lengths.min(), lengths.max(), lengths.mean(), window)
-    return LengthGroupedStream(stream, lengths, window, args.batch_size * world,
-                               derive_seed(args.seed, "train", "group"))
+    return LengthGroupedStream(stream, lengths, window, settings.batch_size * settings.world_size,
+                               derive_seed(settings.seed, "train", "group"))
 
 
-def _eval_loader(parts: list, args: Any, collate_fn: Optional[Callable], name: str) -> DataLoader:
-    batch_size = getattr(args, "eval_batch_size", None) or args.batch_size
-    rank, world = _rank_layout(args)
+def _eval_loader(parts: list, settings: DataSettings, collate_fn: Optional[Callable], name: str) -> DataLoader:
+    batch_size = settings.eval_batch
     if _all_iterable(parts, name):
-        if getattr(args, "strict_eval", False):
+        if settings.strict_eval:
             raise ConfigError(f"--strict-eval cannot count the examples of an iterable {name} "
                               "dataset; drop --strict-eval or give a map-style dataset.")
-        return _iterable_loader(parts, args, collate_fn, name, batch_size)
+        return _iterable_loader(parts, settings, collate_fn, name, batch_size)
     dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    if getattr(args, "strict_eval", False):
-        sampler = StrictEvalBatchSampler(len(dataset), batch_size, rank, world)
+    if settings.strict_eval:
+        sampler = StrictEvalBatchSampler(len(dataset), batch_size, settings.rank, settings.world_size)
     else:
-        stream = ShuffledStream(len(dataset), derive_seed(args.seed, name))
-        sampler = StreamBatchSampler(stream, batch_size, rank, world)
-    return DataLoader(dataset, batch_sampler=sampler, **_loader_kwargs(args, collate_fn))
+        stream = ShuffledStream(len(dataset), derive_seed(settings.seed, name))
+        sampler = StreamBatchSampler(stream, batch_size, settings.rank, settings.world_size)
+    return DataLoader(dataset, batch_sampler=sampler, **_loader_kwargs(settings, collate_fn))
 
 
-def _iterable_loader(parts: Sequence, args: Any, collate_fn: Optional[Callable], name: str,
+def _iterable_loader(parts: Sequence, settings: DataSettings, collate_fn: Optional[Callable], name: str,
                      batch_size: int) -> DataLoader:
-    if name == "train" and getattr(args, "epochs", None):
+    if name == "train" and settings.epochs:
         raise ConfigError("--epochs needs the dataset length, which an iterable dataset does not "
                           "have; use --train-iters instead.")
-    if not getattr(args, "iterable_dataset", False):
+    if not settings.iterable_dataset:
         logger.warning("create_dataset_function returned an iterable dataset for the %s data "
                        "without --iterable-dataset; treating it as iterable.", name)
-    rank, world = _rank_layout(args)
-    shards = [RepeatedShards(ds, rank, world) for ds in parts]
-    weights = getattr(args, "train_data_weights", None) if name == "train" else None
+    shards = [RepeatedShards(ds, settings.rank, settings.world_size) for ds in parts]
+    weights = settings.train_data_weights if name == "train" else None
     dataset = shards[0] if len(shards) == 1 and not weights else WeightedInterleave(
-        shards, weights or [1.0] * len(shards), derive_seed(args.seed, name, rank))
-    return DataLoader(dataset, batch_size=batch_size, **_loader_kwargs(args, collate_fn))
+        shards, weights or [1.0] * len(shards), derive_seed(settings.seed, name, settings.rank))
+    return DataLoader(dataset, batch_size=batch_size, **_loader_kwargs(settings, collate_fn))
 
 
 class RepeatedShards(IterableDataset):

@@ -43,6 +43,9 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         # without an active exception") when it is destroyed during finalisation of a finished run.
         atexit.register(accelerator.state.destroy_process_group)
     load_from = checkpoint.resolve_load_dir(args.load, args.load_iteration) if args.load else None
+    # SAT writes the run's name over --experiment-name; the user's own name is kept beside it, so that a
+    # second training_main with the same args (a notebook) does not stack a second timestamp.
+    args.experiment_base_name = getattr(args, "experiment_base_name", None) or args.experiment_name
     args.experiment_name = shared_experiment_name(args, load_from)
     train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn,
                                                             length_function)
@@ -74,11 +77,11 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
 
 
 def shared_experiment_name(args: argparse.Namespace, load_from: IterationDir | None) -> str:
-    """`<experiment-name>-%m-%d-%H-%M` chosen on the main process and shared; a pretrain resume keeps the
-    name of the run it loads."""
+    """`<experiment-name>-%m-%d-%H-%M` (the user's --experiment-name, args.experiment_base_name) chosen on the
+    main process and shared; a pretrain resume keeps the name of the run it loads."""
     if load_from is not None and args.mode == "pretrain":
         return os.path.basename(os.path.normpath(os.path.dirname(load_from.path)))
-    name = [f"{args.experiment_name}-{datetime.now().strftime('%m-%d-%H-%M')}"]
+    name = [f"{args.experiment_base_name}-{datetime.now().strftime('%m-%d-%H-%M')}"]
     return broadcast_object_list(name)[0]
 
 
