@@ -32,18 +32,27 @@ class UserCallbacks:
 
 @dataclass
 class Progress:
-    """Counters that make a run resumable: iteration and micro-batches consumed per split."""
+    """Counters that make a run resumable: iteration and, per split, the samples of the global stream consumed
+    (independent of batch size, gradient accumulation and world size, so a resume with other values continues
+    at exactly the next sample)."""
     iteration: int = 0
     consumed: dict[str, int] = field(default_factory=lambda: {"train": 0, "valid": 0})
     skipped_iters: int = 0
     consecutive_skips: int = 0
 
     def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "consumed": dict(self.consumed), "skipped_iters": self.skipped_iters}
+        return {"iteration": self.iteration, "consumed_samples": dict(self.consumed),
+                "skipped_iters": self.skipped_iters}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, global_batch_sizes: dict[str, int]) -> None:
+        """``global_batch_sizes`` (samples per global micro-batch of this run, per split) only converts the
+        micro-batch counts of checkpoints written before positions were saved in samples."""
         self.iteration = int(state["iteration"])
-        self.consumed.update({k: int(v) for k, v in state.get("consumed", {}).items()})
+        if "consumed_samples" in state:
+            self.consumed.update({k: int(v) for k, v in state["consumed_samples"].items()})
+        else:
+            legacy = state.get("consumed", {})
+            self.consumed.update({k: int(v) * global_batch_sizes.get(k, 0) for k, v in legacy.items()})
         self.skipped_iters = int(state.get("skipped_iters", 0))
 
 
@@ -84,19 +93,29 @@ class Agreement(NamedTuple):
     stop_reason: str | None      # 'signal' or 'exit-duration-in-mins' when any rank asked to stop
 
 
+def global_batch_size(run: Run, split: str) -> int:
+    """Samples of the global stream one micro-batch step takes from ``split`` (batch per process x processes)."""
+    sampler = getattr(run.loaders[split], "batch_sampler", None)
+    if getattr(sampler, "global_batch_size", None):
+        return int(sampler.global_batch_size)
+    per_process = run.args.batch_size if split == "train" else (run.args.eval_batch_size or run.args.batch_size)
+    return int(per_process) * run.accelerator.num_processes
+
+
 def data_iterator(run: Run, split: str) -> CountingIterator:
-    """A persistent iterator for an infinite split, started at the consumed position (exact resume)."""
+    """A persistent iterator for an infinite split, started at the consumed sample (exact resume, also with
+    another batch size, gradient accumulation or world size)."""
     if split not in run.iterators:
         loader = run.loaders[split]
-        consumed = run.progress.consumed.get(split, 0)
+        consumed, step = run.progress.consumed.get(split, 0), global_batch_size(run, split)
         set_position = getattr(loader.batch_sampler, "set_consumed_samples", None)
         if set_position is not None:
-            set_position(consumed * loader.batch_sampler.global_batch_size)
+            set_position(consumed)
         iterator = iter(loader)
         if set_position is None:  # iterable datasets: approximate resume by skipping what was consumed
-            for _ in range(consumed):
+            for _ in range(consumed // step):
                 next(iterator)
-        run.iterators[split] = CountingIterator(iterator, run.accelerator.device, start_count=consumed)
+        run.iterators[split] = CountingIterator(iterator, run.accelerator.device, step, start_samples=consumed)
     return run.iterators[split]
 
 
@@ -174,7 +193,7 @@ def train(run: Run, training: Training) -> str | None:
         agreed = train_step(run, training, iterator, averager, deadline)
         run.timers.measuring = False
         progress.iteration += 1
-        progress.consumed["train"] = iterator.count
+        progress.consumed["train"] = iterator.samples
         count_skip(run, agreed.finite)
         run.reporter.advance_progress_bar()
         if progress.iteration % args.log_interval == 0:
@@ -283,6 +302,6 @@ def evaluate(run: Run, split: str) -> tuple[float, dict[str, float]]:
             real = loader.batch_sampler.real_size(step) if strict else args.eval_batch_size
             collector.add(loss, metrics, real)
     if not strict:
-        run.progress.consumed[split] = iterator.count
+        run.progress.consumed[split] = iterator.samples
     run.model.train(was_training)
     return collector.finish(run.callbacks.handle_metrics)

@@ -20,7 +20,7 @@ from . import checkpoint, precision, sharded_state
 from .accelerator import build_accelerator, is_fsdp, remove_mixed_precision_forward_wrapper
 from .compile import check_compile_flags, compile_model
 from .reporting import RunReporter, configure_console_logging
-from .loop import Run, StopSignal, Training, UserCallbacks, evaluate_and_report, save, train
+from .loop import Run, StopSignal, Training, UserCallbacks, evaluate_and_report, global_batch_size, save, train
 from .optim import build_lr_scheduler, build_optimizer
 from .timers import Timers
 
@@ -154,7 +154,8 @@ def resume(run: Run, training: Training, load_from: IterationDir) -> bool:
     state = checkpoint.load_training_state(run.accelerator, load_dir, training.optimizer, training.lr_scheduler,
                                            model=run.model)
     if state is not None:
-        run.progress.load_state_dict(state)
+        run.progress.load_state_dict(state, {split: global_batch_size(run, split)
+                                             for split in ("train", "valid") if run.loaders.get(split) is not None})
         return True
     run.progress.iteration = training.lr_scheduler.last_step = iteration
     training.lr_scheduler.start_rewarmup(100)

@@ -14,16 +14,20 @@ NO_VALUE = -100  # SAT's "no value on this rank" sentinel for metrics
 
 
 class CountingIterator:
-    """Wraps a loader iterator: moves each batch to the device and counts micro-batches pulled.
+    """Wraps a loader iterator: moves each batch to the device and counts what the loop pulled.
 
-    The count is the data position used for exact resume (DataLoader workers prefetch ahead, so the
-    sampler's own position is not the truth). It also counts tokens for the tokens/s figure.
+    ``samples`` = the global stream position after the last batch pulled (``start_samples`` + batches x
+    ``samples_per_batch``, the global micro-batch): the data position saved for exact resume (DataLoader
+    workers prefetch ahead, so the sampler's own position is not the truth). It also counts tokens for the
+    tokens/s figure.
     """
 
-    def __init__(self, iterator: Iterator, device: torch.device, start_count: int = 0):
+    def __init__(self, iterator: Iterator, device: torch.device, samples_per_batch: int = 0,
+                 start_samples: int = 0):
         self.iterator = iterator
         self.device = device
-        self.count = start_count
+        self.samples_per_batch = samples_per_batch
+        self.samples = start_samples
         self.tokens = 0
 
     def __iter__(self) -> "CountingIterator":
@@ -31,7 +35,7 @@ class CountingIterator:
 
     def __next__(self) -> Any:
         batch = next(self.iterator)
-        self.count += 1
+        self.samples += self.samples_per_batch
         if isinstance(batch, dict):
             self.tokens += count_tokens(batch)
         return send_to_device(batch, self.device, non_blocking=True)
