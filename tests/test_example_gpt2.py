@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import transformers
 
@@ -28,6 +29,7 @@ def test_causal_lm_loss_and_windows_match_transformers(tmp_path):
     assert len(windows) == 3 and windows[1]["input_ids"].tolist() == list(range(4, 12))
 
 
+@pytest.mark.slow
 def test_example_finetunes_saves_reloads_and_generates_offline(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SAT_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, str(ROOT / "examples" / "gpt2_finetune.py")],
