@@ -123,3 +123,57 @@ def test_cross_attention_and_routing_hooks_resolve_like_the_others():
     assert model.hook_origins["routing_forward"] == "x -> default"
     with pytest.raises(Exception, match="no experts"):
         model.hooks["routing_forward"](torch.zeros(1, 2, 16))
+
+
+def _train_and_save(tmp_path, model, forward):
+    import glob
+    import json
+
+    import tiny_task
+    from sat_accel import training_main
+
+    args = get_args(["--train-data", "tiny:64", "--split", "1", "--batch-size", "16", "--train-iters", "2",
+                     "--num-workers", "0", "--save", str(tmp_path), "--experiment-name", "m", "--no-progress"])
+    training_main(args, model, forward, tiny_task.create_dataset)
+    (run,) = glob.glob(str(tmp_path / "m-*"))
+    with open(f"{run}/model_config.json") as f:
+        return run, json.load(f)
+
+
+def test_model_config_of_a_plain_module_records_only_its_class(tmp_path):
+    import torch.nn.functional as F
+
+    def forward(it, model, args, timers):
+        batch = next(it)
+        return F.cross_entropy(model(batch["x"]), batch["y"])
+
+    _, config = _train_and_save(tmp_path, torch.nn.Sequential(torch.nn.Linear(8, 2)), forward)
+    assert config == {"model_class": "Sequential"}  # not get_args' hidden 1024 / 6 layers
+
+
+def test_transformers_model_checkpoint_reloads_without_the_users_code(tmp_path):
+    import os
+
+    import transformers
+
+    from sat_accel.model import AutoModel
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, num_labels=2)
+    hf_model = transformers.BertForSequenceClassification(config)
+
+    def forward(it, model, args, timers):
+        batch = next(it)
+        return model(input_ids=(batch["x"].abs() * 10).long().clamp(0, 49), labels=batch["y"]).loss
+
+    run, model_config = _train_and_save(tmp_path, hf_model, forward)
+    assert model_config == {"model_class": "BertForSequenceClassification", "library": "transformers"}
+    ids = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+    hf_model.eval()
+    with torch.no_grad():
+        expected = hf_model(input_ids=ids).logits
+    reloaded, _ = AutoModel.from_pretrained(run)
+    by_transformers = transformers.AutoModelForSequenceClassification.from_pretrained(os.path.join(run, "2"))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected)
+        torch.testing.assert_close(by_transformers.eval()(input_ids=ids).logits, expected)

@@ -149,6 +149,8 @@ def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[
                                                         getattr(user_args, "load_iteration", None)))
     iteration_dir, _ = resolve_load_dir(folder, iteration)
     config = read_model_config(iteration_dir)
+    if config.get("library") == "transformers" and model_cls is None:
+        return _from_transformers(config["model_class"], iteration_dir, user_args)
     model_cls = _pick_class(model_cls, config, iteration_dir)
     config = resolve_tokenizer_type(config, iteration_dir, folder)
     merged = _merge_args(model_cls, user_args, config, opts.get("overwrite_args") or {}, folder)
@@ -163,6 +165,21 @@ def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[
     if device not in (None, "cpu"):
         model.to(device)
     return model, merged
+
+
+def _from_transformers(class_name: str, iteration_dir: str, user_args: argparse.Namespace | None):
+    """A checkpoint of a transformers model (config.json beside the weights): rebuilt by transformers itself."""
+    import transformers
+
+    model_cls = getattr(transformers, class_name, None)
+    if model_cls is None:
+        raise CheckpointError(f"{iteration_dir} holds a transformers {class_name}, which this transformers version "
+                              f"does not have; load it with the transformers class that trained it.")
+    args = argparse.Namespace(**vars(user_args)) if user_args is not None else argparse.Namespace()
+    model = model_cls.from_pretrained(iteration_dir)
+    if (getattr(args, "mode", None) or "inference") == "inference":
+        model.eval()
+    return model, args
 
 
 def _parse_call(positional: tuple, kwargs: dict) -> tuple[str, argparse.Namespace | None, dict]:

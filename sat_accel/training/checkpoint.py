@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint_format import (ARGS_FILE, LATEST, MODEL_CONFIG, OLD_PREFIX, OPTIMIZER, SCALER, SCHEDULER,
+from ..checkpoint_format import (ARGS_FILE, HF_CONFIG, LATEST, MODEL_CONFIG, OLD_PREFIX, OPTIMIZER, SCALER, SCHEDULER,
                                  TMP_PREFIX, TRAINER_STATE, TRAINING_STATE, atomic_write_text, durable_rename,
                                  fsync_path, fsync_tree, is_iteration_dir, parse_size, read_weights,
                                  resolve_load_dir, safe_torch_load, save_model_folder, write_json, write_weights)
@@ -32,9 +32,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["full_state_dict", "save_checkpoint", "resolve_load_dir", "load_model_weights",
            "load_training_state", "write_weights", "save_model_folder", "apply_retention", "parse_size"]
 
-# Written for a model that is not a sat_accel BaseModel (SAT's always-recorded architecture args).
-_ARCH_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
-              "layernorm_order", "inner_hidden_size", "layernorm_epsilon", "model_parallel_size")
+TRANSFORMERS = "transformers"  # model_config.json "library" of a transformers model (config.json beside the weights)
 
 
 # ---------------------------------------------------------------- weights
@@ -50,12 +48,22 @@ def full_state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tens
 
 
 def model_config_of(model: torch.nn.Module, args: argparse.Namespace | None) -> dict[str, Any]:
-    """model_config.json content: the model's own get_model_config(), else its class + SAT arch args."""
+    """model_config.json content: the model's own get_model_config(); for any other module only what is true
+    of it, its class name (and, for a transformers model, that its config.json lies beside the weights)."""
     if hasattr(model, "get_model_config"):
         return dict(model.get_model_config())
     config: dict[str, Any] = {"model_class": type(model).__name__}
-    config.update({k: getattr(args, k) for k in _ARCH_KEYS if getattr(args, k, None) is not None})
+    if transformers_config_of(model) is not None:
+        config["library"] = TRANSFORMERS
     return config
+
+
+def transformers_config_of(model: torch.nn.Module) -> dict[str, Any] | None:
+    """A transformers model's config.json content (so the checkpoint reloads with transformers alone), else None."""
+    hf_config = getattr(model, "config", None)
+    if not (hasattr(model, "save_pretrained") and hasattr(hf_config, "to_json_string")):
+        return None
+    return {**json.loads(hf_config.to_json_string()), "architectures": [type(model).__name__]}
 
 
 # ---------------------------------------------------------------- save
@@ -67,7 +75,9 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
     run_dir = os.path.abspath(run_dir)
     main = accelerator.is_main_process
     state = full_state_dict(accelerator, model)
-    config = {**model_config_of(accelerator.unwrap_model(model), args), **tokenizer_entry(args)} if main else {}
+    unwrapped = accelerator.unwrap_model(model)
+    config = {**model_config_of(unwrapped, args), **tokenizer_entry(args)} if main else {}
+    hf_config = transformers_config_of(unwrapped) if main else None
     tmp = os.path.join(run_dir, f"{TMP_PREFIX}{iteration}")
     with_optim = optimizer is not None and not getattr(args, "no_save_optim", False)
 
@@ -81,6 +91,8 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
         if main:
             write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
             write_json(os.path.join(tmp, MODEL_CONFIG), config)
+            if hf_config is not None:
+                write_json(os.path.join(tmp, HF_CONFIG), hf_config)
             write_tokenizer(tmp, args)
             if with_optim:
                 _write_shared_state(accelerator, tmp, optimizer, lr_scheduler, extra_state, args)
