@@ -147,3 +147,19 @@ def test_llama_from_scratch_has_no_position_table_and_gqa_shapes():
                                        num_multi_query_heads=3, vocab_size=50))
     gpt2 = GPT2Model(GPT2Model.get_args(num_layers=1, hidden_size=32, num_attention_heads=4))
     assert gpt2.transformer.word_embeddings.weight.shape == (50257, 32)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
+def test_bf16_logits_stay_close_to_transformers_bf16(name):
+    hf = hf_causal_lm(name)
+    model, _ = converted(hf)
+    hf, model = hf.to(torch.bfloat16), model.to(torch.bfloat16)
+    ids, keep = padded_batch("left")
+    mask, positions = causal_inputs(keep)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=keep, position_ids=positions).logits.float()
+        logits = model(ids, positions, mask)[0]
+    assert logits.dtype == torch.bfloat16
+    real = keep.bool()
+    # bf16 keeps ~3 significant digits; both sides round differently inside, so compare at that scale
+    torch.testing.assert_close(logits.float()[real], ref[real], atol=3e-2, rtol=2e-2)
