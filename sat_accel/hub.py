@@ -12,26 +12,19 @@ import hashlib
 import logging
 import os
 import re
-import shutil
-import tarfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
-from pathlib import PurePosixPath
 
 from filelock import FileLock
-from tqdm.auto import tqdm
 
-from .checkpoint_format import HF_CONFIG, LATEST, MODEL_CONFIG, durable_rename
+from .archive import safe_extract
 from .convert.hf_folder import convert_hf_folder, hf_weights_file, is_hf_folder
+from .download import download_file
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
 _HF_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "*.txt", "tokenizer*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_CHUNK_BYTES = 1 << 20
 
 
 def sat_home(home_path: str | None = None) -> str:
@@ -46,7 +39,7 @@ def resolve_model_folder(name: str, *, home_path: str | None = None, url: str | 
     if os.path.isdir(local):
         return _sat_folder(local, sat_home(home_path))
     root = sat_home(home_path)
-    target = os.path.join(root, name)
+    target = _inside_home(name, root)
     if os.path.isdir(target):
         return _sat_folder(target, root)
     if url:
@@ -60,6 +53,16 @@ def resolve_model_folder(name: str, *, home_path: str | None = None, url: str | 
         f"Cannot find model {name!r}: looked at the folder {local}, at {target} (home_path, else $SAT_HOME, else "
         f"~/.sat_models), no url= was given, and {hub}; put a sat_accel, SAT or Hugging Face folder at one of "
         "these places, pass url='https://...' or 'file://...', or go online to fetch a Hugging Face id.")
+
+
+def _inside_home(name: str, root: str) -> str:
+    """`<root>/<name>`, refusing a name that would leave the models folder (absolute, `..`)."""
+    target = os.path.normpath(os.path.join(root, name))
+    if os.path.commonpath([root, target]) != root or target == root:
+        raise CheckpointError(f"Model name {name!r} would resolve outside the models folder {root} (to {target}); "
+                              "use a plain name such as 'bert-base-uncased' (subfolders allowed, no '..'), or pass "
+                              "an existing folder.")
+    return target
 
 
 # ---------------------------------------------------------------- Hugging Face folders
@@ -112,13 +115,15 @@ def download_model(name: str, url: str, root: str, *, sha256: str | None = None,
     """Download + safely extract `url` into `<root>/<name>` once, even with concurrent processes."""
     url, fragment_sha = _split_sha(url)
     sha256 = sha256 or fragment_sha
-    target = os.path.join(root, name)
+    target = _inside_home(name, root)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with FileLock(target + ".lock"):
         if os.path.isdir(target):  # another rank or process finished while we waited
             return target
         logger.info("Downloading %s from %s.", name, url)
-        archive = _download(url, target + ".download", sha256=sha256, size=size)
+        # Partial downloads are keyed by url: another url for the same name never continues this one.
+        url_key = hashlib.sha256(url.encode()).hexdigest()[:16]
+        archive = download_file(url, f"{target}.download-{url_key}", sha256=sha256, size=size)
         safe_extract(archive, target)
         os.remove(archive)
     return target
@@ -128,132 +133,3 @@ def _split_sha(url: str) -> tuple[str, str | None]:
     parsed = urllib.parse.urlsplit(url)
     match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", parsed.fragment or "")
     return (parsed._replace(fragment="").geturl(), match.group(1).lower()) if match else (url, None)
-
-
-def _download(url: str, dest: str, *, sha256: str | None, size: int | None) -> str:
-    """Stream `url` to `dest` with a progress bar, resuming `dest.part`; verify, then rename into place."""
-    part = dest + ".part"
-    done = os.path.getsize(part) if os.path.exists(part) else 0
-    try:
-        try:
-            stream, total, resumed = _open(url, done)
-        except urllib.error.HTTPError as e:
-            if e.code != 416 or not done:
-                raise
-            os.remove(part)  # Range not satisfiable: the partial file is not a prefix we can trust
-            done = 0
-            stream, total, resumed = _open(url, 0)
-    except OSError as e:
-        raise CheckpointError(f"Cannot download {url} ({e}); check the url and network, or download it "
-                              "yourself and pass the folder.") from e
-    with stream, open(part, "ab" if resumed else "wb") as out, tqdm(
-            total=total, initial=done if resumed else 0, unit="B", unit_scale=True, desc=os.path.basename(url),
-            disable=None) as bar:
-        while chunk := stream.read(_CHUNK_BYTES):
-            out.write(chunk)
-            bar.update(len(chunk))
-    _verify(part, url, sha256, size)
-    durable_rename(part, dest)
-    return dest
-
-
-def _open(url: str, offset: int):
-    """(readable, total size or None, resumed?) — a server that ignores Range restarts from zero."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme in ("", "file"):
-        path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path) if scheme else url
-        total = os.path.getsize(path)
-        stream = open(path, "rb")
-        stream.seek(min(offset, total))
-        return stream, total, True
-    if scheme not in ("http", "https"):
-        raise CheckpointError(f"Unsupported url scheme {scheme!r} in {url}; use http(s):// or file://.")
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
-    resumed = offset > 0 and response.status == 206
-    length = response.headers.get("Content-Length")
-    total = (int(length) + (offset if resumed else 0)) if length else None
-    return response, total, resumed
-
-
-def _verify(path: str, url: str, sha256: str | None, size: int | None) -> None:
-    actual_size = os.path.getsize(path)
-    problem = None
-    if size is not None and actual_size != size:
-        problem = f"{actual_size} bytes instead of {size}"
-    elif sha256:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK_BYTES):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256.lower():
-            problem = f"sha256 {digest.hexdigest()} instead of {sha256}"
-    if problem:
-        os.remove(path)
-        raise CheckpointError(f"Download of {url} has {problem}; the file was deleted — check url/sha256/size "
-                              "and retry.")
-
-
-# ---------------------------------------------------------------- safe extraction
-def safe_extract(archive: str, target: str) -> str:
-    """Extract a zip/tar archive into `target` (atomically); refuses absolute paths, `..` and escaping links."""
-    tmp = f"{target}.tmp-extract-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                _check_members([(i.filename, _zip_link(zf, i)) for i in zf.infolist()], archive)
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                _check_members([(m.name, m.linkname if m.issym() else None) for m in members], archive,
-                               hard_links=[(m.name, m.linkname) for m in members if m.islnk()],
-                               special=[m.name for m in members if m.isdev() or m.isfifo()])
-                tf.extractall(tmp, filter="data")  # the stdlib's own checks, as a second line of defence
-        else:
-            raise CheckpointError(f"{archive} is neither a zip nor a tar archive; point url= at a .zip or .tar.gz.")
-        entries = os.listdir(tmp)
-        single = len(entries) == 1 and os.path.isdir(os.path.join(tmp, entries[0]))
-        folder = os.path.join(tmp, entries[0]) if single else tmp
-        if not any(os.path.exists(os.path.join(folder, f)) for f in (MODEL_CONFIG, LATEST, HF_CONFIG)):
-            raise CheckpointError(f"{archive} holds no model folder (no {MODEL_CONFIG}, {LATEST} or {HF_CONFIG} at "
-                                  "its top or in its single top folder); repack it.")
-        durable_rename(folder, target)
-    except (tarfile.TarError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"Cannot extract {archive} safely ({e}); the archive is damaged or malicious.") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _zip_link(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
-    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-    return zf.read(info).decode("utf-8", "replace") if is_link else None
-
-
-def _check_members(members: list[tuple[str, str | None]], archive: str, hard_links: list[tuple[str, str]] = (),
-                   special: list[str] = ()) -> None:
-    """members: (name, symlink target or None); refuse anything that would land outside the folder."""
-    links = {name.rstrip("/") for name, target in members if target is not None}
-    bad = [f"{n} (device or fifo)" for n in special]
-    bad += [f"{n} => {t}" for n, t in hard_links if not _inside("", t)]  # hard-link targets are archive paths
-    for name, target in members:
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-            bad.append(name)
-        elif any("/".join(parts[:i]) in links for i in range(1, len(parts))):
-            bad.append(f"{name} (inside a link)")  # writing through a link could follow it anywhere
-        elif target is not None and not _inside(os.path.dirname(name), target):
-            bad.append(f"{name} -> {target}")
-    if bad:
-        raise CheckpointError(f"Refusing to extract {archive}: {len(bad)} entries would land outside the model "
-                              f"folder ({', '.join(bad[:5])}); the archive is unsafe — get it from a trusted source.")
-
-
-def _inside(base: str, target: str) -> bool:
-    if target.startswith(("/", "\\")):
-        return False
-    resolved = os.path.normpath(os.path.join("root", base, target))
-    return resolved == "root" or resolved.startswith("root" + os.sep)

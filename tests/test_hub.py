@@ -87,12 +87,12 @@ def test_sha256_and_size_are_checked(model_folder, tmp_path):
     _assert_tiny(hub.resolve_model_folder("tiny", home_path=home, url=f"file://{archive}#sha256={digest}"))
 
 
-def test_partial_download_resumes(model_folder, tmp_path):
+def test_stray_partial_and_interrupted_extraction_do_not_matter(model_folder, tmp_path):
     archive = _targz(model_folder, tmp_path / "m.tar.gz")
     data = open(archive, "rb").read()
     home = tmp_path / "home"
     home.mkdir()
-    (home / "tiny.download.part").write_bytes(data[: len(data) // 2])  # an interrupted earlier download
+    (home / "tiny.download.part").write_bytes(data[: len(data) // 2])  # an unkeyed partial (older sat_accel)
     os.makedirs(home / "tiny.tmp-extract-999")  # an interrupted earlier extraction is not a model folder
     folder = hub.resolve_model_folder("tiny", home_path=str(home), url=f"file://{archive}",
                                       sha256=hashlib.sha256(data).hexdigest())
