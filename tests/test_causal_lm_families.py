@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-import transformers
 
 from causal_lm_helpers import HF_CONFIGS, VOCAB, converted, hf_causal_lm
 from sat_accel.convert.dispatch import hf_to_sat_checkpoint, supported_model_types

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import transformers
 
 from sat_accel.generation import causal_inputs
-from sat_accel.model import GPT2Model, LLaMAModel, MLPHeadMixin, RobertaModel, ViTModel
+from sat_accel.model import GPT2Model, LLaMAModel, RobertaModel, ViTModel
 
 VOCAB, SEQ, BATCH, STEPS, LR = 32, 12, 16, 120, 3e-3
 SIZE = dict(num_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=VOCAB, max_sequence_length=SEQ + 2,

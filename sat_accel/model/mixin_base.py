@@ -60,6 +60,20 @@ class BaseMixin(torch.nn.Module):
                                   "initialise them in the constructor instead.")
 
 
+class RuleInitMixin(BaseMixin):
+    """A mixin initialised by the library's rule with the model's ``initializer_range``: a subclass builds
+    its modules after ``super().__init__(init_std)`` and then calls ``self.init_submodules_(init_std)``;
+    ``reinit(model)`` (finetune loads lacking its weights) re-draws them with ``model.initializer_range``."""
+
+    def __init__(self, init_std: float = DEFAULT_INITIALIZER_RANGE):
+        super().__init__()
+        self.init_std = init_std
+
+    def reinit(self, parent_model: torch.nn.Module | None = None) -> None:
+        """Re-draw every parameter: N(0, the model's initializer_range) weights, zero biases, unit norms."""
+        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
+
+
 _MIXIN_PARAMETER = "sat_accel_mixin_parameter"
 
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from ...errors import ConfigError
 from ..base_model import BaseModel
 from ..initialization import DEFAULT_INITIALIZER_RANGE
-from ..mixins import BaseMixin, MLPHeadMixin
+from ..mixin_base import RuleInitMixin
+from ..mixins import MLPHeadMixin
 from ..transformer import BaseTransformer
 
 
@@ -34,39 +35,29 @@ class BertLMHead(torch.nn.Module):
         return self.decoder(self.layer_norm(F.gelu(self.dense(hidden_states))))
 
 
-class BertFinalMixin(BaseMixin):
+class BertFinalMixin(RuleInitMixin):
     """MLM head as ``final_forward``: ``[b, s, h] -> [b, s, vocab]``."""
 
     def __init__(self, vocab_size: int, hidden_size: int, layernorm_epsilon: float = 1e-12,
                  dtype: torch.dtype = torch.float32, init_std: float = DEFAULT_INITIALIZER_RANGE):
-        super().__init__()
+        super().__init__(init_std)
         self.lm_head = BertLMHead(vocab_size, hidden_size, layernorm_epsilon, dtype)
-        self.init_std = init_std
         self.init_submodules_(init_std)
-
-    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
-        """Re-draw as transformers' BERT: N(0, the model's initializer_range) weights, zero biases."""
-        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def final_forward(self, logits: torch.Tensor, **kw_args) -> torch.Tensor:
         return self.lm_head(logits)
 
 
-class BertTypeMixin(BaseMixin):
+class BertTypeMixin(RuleInitMixin):
     """Adds token-type embeddings to the word embeddings; makes ``token_type_ids`` a required input."""
 
     def __init__(self, num_types: int, hidden_size: int, dtype: torch.dtype = torch.float32,
                  init_std: float = DEFAULT_INITIALIZER_RANGE):
-        super().__init__()
+        super().__init__(init_std)
         # N(0, 0.02) like the word embeddings; nn.Embedding's N(0, 1) drowns the tokens after the
         # first layernorm and a from-scratch BERT then cannot learn.
         self.type_embeddings = torch.nn.Embedding(num_types, hidden_size, dtype=dtype)
-        self.init_std = init_std
         self.init_submodules_(init_std)
-
-    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
-        """Re-draw N(0, the model's initializer_range)."""
-        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def word_embedding_forward(self, input_ids: torch.Tensor, **kw_args) -> torch.Tensor:
         token_type_ids = kw_args.get("token_type_ids")

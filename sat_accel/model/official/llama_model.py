@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ...errors import ConfigError
 from ..base_model import BaseModel
 from ..initialization import DEFAULT_INITIALIZER_RANGE
-from ..mixins import BaseMixin
+from ..mixin_base import BaseMixin, RuleInitMixin
 from ..transformer import BaseTransformer, attend_and_project, split_qkv
 
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -107,19 +107,14 @@ class RotaryMixin(BaseMixin):
         return attend_and_project(self, attn, q, k, v, mask, **kw)
 
 
-class LMMixin(BaseMixin):
+class LMMixin(RuleInitMixin):
     """Untied output projection ``lm_head`` (no bias) as ``final_forward``."""
 
     def __init__(self, vocab_size: int, hidden_size: int, dtype: torch.dtype = torch.float32,
                  init_std: float = DEFAULT_INITIALIZER_RANGE):
-        super().__init__()
+        super().__init__(init_std)
         self.lm_head = torch.nn.Linear(hidden_size, vocab_size, bias=False, dtype=dtype)
-        self.init_std = init_std
         self.init_submodules_(init_std)
-
-    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
-        """Re-draw N(0, the model's initializer_range), as transformers initialises ``lm_head``."""
-        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def final_forward(self, logits: torch.Tensor, **kw_args) -> torch.Tensor:
         return self.lm_head(logits)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ...errors import ConfigError
 from ..base_model import BaseModel
 from ..initialization import DEFAULT_INITIALIZER_RANGE
-from ..mixins import BaseMixin
+from ..mixin_base import BaseMixin, RuleInitMixin
 from ..transformer import BaseTransformer
 
 
@@ -64,19 +64,14 @@ class InterpolatedPositionEmbeddingMixin(BaseMixin):
         return self.transformer.position_embeddings.weight.unsqueeze(0)
 
 
-class ClsMixin(BaseMixin):
+class ClsMixin(RuleInitMixin):
     """Linear classifier on the first token: ``[b, s, h] -> [b, num_classes]``."""
 
     def __init__(self, hidden_size: int, num_classes: int, dtype: torch.dtype = torch.float32,
                  init_std: float = DEFAULT_INITIALIZER_RANGE):
-        super().__init__()
+        super().__init__(init_std)
         self.classifier = torch.nn.Linear(hidden_size, num_classes, dtype=dtype)
-        self.init_std = init_std
         self.init_submodules_(init_std)
-
-    def reinit(self, parent_model: Optional[torch.nn.Module] = None) -> None:
-        """Re-draw N(0, the model's initializer_range), zero bias."""
-        self.init_submodules_(getattr(parent_model, "initializer_range", self.init_std))
 
     def final_forward(self, logits: torch.Tensor, **kw) -> torch.Tensor:
         return self.classifier(logits[:, 0])
