@@ -6,11 +6,9 @@ import atexit
 import logging
 import os
 import signal
-from datetime import datetime
 from typing import Any, Callable
 
 import torch
-from accelerate.utils import broadcast_object_list
 
 from ..arguments import set_random_seed
 from ..checkpoint_format import IterationDir
@@ -22,6 +20,7 @@ from .compile import check_compile_flags, compile_model
 from .reporting import RunReporter, configure_console_logging
 from .loop import Run, StopSignal, Training, UserCallbacks, evaluate_and_report, global_batch_size, save, train
 from .optim import build_lr_scheduler, build_optimizer
+from .run_folder import release_if_empty, shared_run_name
 from .timers import Timers
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     # SAT writes the run's name over --experiment-name; the user's own name is kept beside it, so that a
     # second training_main with the same args (a notebook) does not stack a second timestamp.
     args.experiment_base_name = getattr(args, "experiment_base_name", None) or args.experiment_name
-    args.experiment_name = shared_experiment_name(args, load_from)
     train_loader, valid_loader, test_loader = make_loaders(args, create_dataset_function, collate_fn,
                                                             length_function)
     model = instantiate_model(model_cls, args)
@@ -58,6 +56,7 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
         init_function(args, model)
     callbacks = UserCallbacks(forward_step_function, forward_step_eval or forward_step_function,
                               handle_metrics_function)
+    args.experiment_name = shared_experiment_name(args, load_from, accelerator.is_main_process)
     reporter = RunReporter(args, accelerator.is_main_process)
     loaders = {"train": train_loader, "valid": valid_loader, "test": test_loader}
     will_train = wants_training(args, train_loader)
@@ -72,17 +71,20 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
             evaluate_and_report(run, "test", "the end of training for test data")
     finally:
         reporter.close()
+        if accelerator.is_main_process:
+            release_if_empty(args)
     accelerator.wait_for_everyone()
     return sharded_state.unwrapped_full_model(accelerator, run.model, fsdp_skeleton)
 
 
-def shared_experiment_name(args: argparse.Namespace, load_from: IterationDir | None) -> str:
-    """`<experiment-name>-%m-%d-%H-%M` (the user's --experiment-name, args.experiment_base_name) chosen on the
-    main process and shared; a pretrain resume keeps the name of the run it loads."""
+def shared_experiment_name(args: argparse.Namespace, load_from: IterationDir | None, is_main: bool) -> str:
+    """`<experiment-name>-%m-%d-%H-%M` (the user's --experiment-name, args.experiment_base_name), its folder
+    claimed atomically on the main process (run_folder.py) and shared; a pretrain resume keeps the name of
+    the run it loads."""
+    resumed = None
     if load_from is not None and args.mode == "pretrain":
-        return os.path.basename(os.path.normpath(os.path.dirname(load_from.path)))
-    name = [f"{args.experiment_base_name}-{datetime.now().strftime('%m-%d-%H-%M')}"]
-    return broadcast_object_list(name)[0]
+        resumed = os.path.basename(os.path.normpath(os.path.dirname(load_from.path)))
+    return shared_run_name(args, is_main, resumed)
 
 
 def instantiate_model(model_cls: Any, args: argparse.Namespace) -> torch.nn.Module:
