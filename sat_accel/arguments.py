@@ -27,7 +27,8 @@ from .sat_flags import (add_deepspeed_launcher_args, add_sat_data_flags, add_sat
 
 __all__ = ["get_args", "build_parser", "validate_args", "add_model_config_args", "add_training_args",
            "add_evaluation_args", "add_data_args", "add_tokenization_args", "add_text_generate_args",
-           "set_random_seed", "reset_random_seed", "update_args_with_file", "overwrite_args_by_dict"]
+           "set_random_seed", "reset_random_seed", "update_args_with_file", "overwrite_args_by_dict",
+           "initialize_distributed"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +271,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def initialize_distributed(args: argparse.Namespace) -> bool:
+    """SAT's process-group start-up. Here Accelerate starts the process group inside training_main, so this
+    does nothing and returns False ("nothing was initialised now"), as SAT does when a group already exists."""
+    logger.debug("initialize_distributed: the process group is started by training_main (Accelerate).")
+    return False
 
 
 def reset_random_seed(scale: int = 1) -> None:

@@ -147,3 +147,12 @@ def test_every_sat_flag_parses_and_does_what_the_table_says(flag, caplog, monkey
         from sat_accel.model import BaseModel
         with pytest.raises(ConfigError, match=flag):
             BaseModel(BaseModel.get_args(num_layers=1, hidden_size=8, num_attention_heads=2, **{dest: getattr(args, dest)}))
+
+
+def test_migration_guide_lists_every_sat_flag_with_its_status():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "migrating_from_sat.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(--[\w-]+)` \| [^|]* \| (\w+) \|", text, re.M))
+    assert rows == {flag: status.split()[0] for flag, (_, status) in SAT_FLAGS.items()}

@@ -15,7 +15,7 @@ from sat_accel.errors import ConfigError, DataError
 SAT_PATHS = {  # module -> names SAT client code imports from it
     "sat_accel": ["get_args", "training_main", "update_args_with_file", "get_tokenizer", "AutoModel", "mpu",
                   "load_hf_dataset"],
-    "sat_accel.training.deepspeed_training": ["training_main", "set_random_seed"],
+    "sat_accel.training.deepspeed_training": ["training_main", "set_random_seed", "initialize_distributed"],
     "sat_accel.data_utils": ["load_hf_dataset", "make_loaders", "BinaryDataset", "TSVDataset", "LMDBDataset"],
     "sat_accel.model": ["BaseModel", "BaseMixin", "AutoModel", "BertModel", "MLPHeadMixin"],
     "sat_accel.model.base_model": ["BaseModel", "BaseMixin", "non_conflict", "replacable"],
@@ -28,7 +28,7 @@ SAT_PATHS = {  # module -> names SAT client code imports from it
     "sat_accel.arguments": ["get_args", "update_args_with_file", "overwrite_args_by_dict", "reset_random_seed",
                             "set_random_seed", "add_model_config_args", "add_training_args",
                             "add_evaluation_args", "add_data_args", "add_tokenization_args",
-                            "add_text_generate_args"],
+                            "add_text_generate_args", "initialize_distributed"],
     "sat_accel.mpu": ["broadcast_data", "vocab_parallel_cross_entropy", "get_model_parallel_rank",
                       "get_model_parallel_world_size", "get_data_parallel_rank", "get_data_parallel_world_size",
                       "get_data_parallel_group", "initialize_model_parallel", "model_parallel_is_initialized"],
