@@ -61,15 +61,20 @@ def _mask_to_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ~keep, torch.finfo(dtype).min / 2)
 
 
-_LAST_BIAS: list = [None, None, None]  # (mask, (dtype, version), bias): every layer of a forward gets one mask
+# (mask, (dtype, version), bias) of the last call: every layer of one forward gets the same mask object.
+# One tuple, replaced whole, so concurrent callers never pair one mask with another's bias.
+_last_bias: tuple = (None, None, None)
 
 
 def _bias_for(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``_mask_to_bias``, computed once per mask object (and in-place version) instead of once per layer."""
+    global _last_bias
     key = (dtype, mask._version)
-    if _LAST_BIAS[0] is not mask or _LAST_BIAS[1] != key or mask.requires_grad:
-        _LAST_BIAS[:] = [mask, key, _mask_to_bias(mask, dtype)]
-    return _LAST_BIAS[2]
+    cached_mask, cached_key, bias = _last_bias
+    if cached_mask is not mask or cached_key != key or mask.requires_grad:
+        bias = _mask_to_bias(mask, dtype)
+        _last_bias = (mask, key, bias)
+    return bias
 
 
 _SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
