@@ -21,6 +21,7 @@ import torch
 from .checkpoint_format import resolve_config_paths
 from .data.splits import parse_split
 from .errors import ConfigError
+from .flag_checks import value_problems
 from .sat_flags import (add_deepspeed_launcher_args, add_sat_data_flags, add_sat_model_flags,
                         add_sat_training_flags, add_text_generate_args, add_tokenization_args,
                         log_noted_flags, refused_flag_problems)
@@ -200,20 +201,20 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag)
         if value is not None and value < 1:
             problems.append(f"--{flag.replace('_', '-')} must be at least 1, got {value}.")
-    if args.lr < 0:
+    # `not x >= 0` (rather than `x < 0`) also catches NaN
+    if not args.lr >= 0:
         problems.append(f"--lr must be >= 0, got {args.lr}.")
     if not 0 <= args.warmup <= 1:
         problems.append(f"--warmup is a fraction of the schedule and must be in [0, 1], got {args.warmup}.")
-    if args.lr_decay_ratio <= 0 or args.lr_decay_ratio > 1:
+    if not 0 < args.lr_decay_ratio <= 1:
         problems.append(f"--lr-decay-ratio must be in (0, 1], got {args.lr_decay_ratio}.")
     if args.num_workers < 0:
         problems.append(f"--num-workers must be >= 0, got {args.num_workers}.")
-    if args.seed <= 0:
-        problems.append(f"--seed must be a positive integer (as in SAT), got {args.seed}.")
     if args.model_parallel_size != 1:
         problems.append("--model-parallel-size > 1 is not supported; use --zero-stage 3 or FSDP to shard a large model.")
     if args.wandb and importlib.util.find_spec("wandb") is None:
         problems.append("--wandb needs the wandb package, which is not installed: pip install 'sat-accel[wandb]'.")
+    problems += value_problems(args)
     problems += _data_problems(args)
     problems += _deepspeed_problems(args)
     problems += refused_flag_problems(args)
@@ -310,6 +311,18 @@ def overwrite_args_by_dict(args: argparse.Namespace, overwrite_args: dict | None
     return args
 
 
+def _parse_from_code(parser: argparse.ArgumentParser, args_list: list[str]) -> argparse.Namespace:
+    """parse_args that raises ConfigError (argparse would print usage and raise SystemExit)."""
+    def raise_config_error(message: str) -> None:
+        raise ConfigError(f"get_args({args_list!r}): {message}.")
+
+    parser.error = raise_config_error  # argparse reports every parsing problem through error()
+    try:
+        return parser.parse_args(args_list)
+    finally:
+        del parser.error
+
+
 def get_args(args_list: Sequence[str] | None = None,
              parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Parse SAT-style flags, validate them, read the launcher environment and seed everything.
@@ -322,7 +335,7 @@ def get_args(args_list: Sequence[str] | None = None,
     if from_cli and _in_notebook():
         args_list, from_cli = [], False
     parser = build_parser(parser)
-    args = parser.parse_args(None if from_cli else list(args_list))
+    args = parser.parse_args(None) if from_cli else _parse_from_code(parser, list(args_list))
     problems = validate_args(args)
     if problems:
         if from_cli:

@@ -18,6 +18,7 @@ LAYERS = [
     ("sat_accel.checkpoint_format",),
     ("sat_accel.convert",),
     ("sat_accel.hub", "sat_accel.download", "sat_accel.archive", "sat_accel.arguments", "sat_accel.sat_flags",
+     "sat_accel.flag_checks",
      "sat_accel.data", "sat_accel.metrics"),
     ("sat_accel.model",),
     ("sat_accel.training",),

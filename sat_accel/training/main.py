@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..arguments import set_random_seed
+from ..arguments import set_random_seed, validate_args
 from ..checkpoint_format import IterationDir
 from ..data.loaders import make_loaders
 from ..errors import ConfigError
@@ -35,6 +35,9 @@ def training_main(args: argparse.Namespace, model_cls: Any, forward_step_functio
     user's forward_step on the datasets from create_dataset_function. Returns the unwrapped model.
     `length_function(example) -> int` gives --group-by-length the example lengths (docs/data.md)."""
     configure_console_logging()
+    problems = validate_args(args)  # again: code may have changed args since get_args
+    if problems:
+        raise ConfigError(" ".join(problems))
     check_compile_flags(args)
     accelerator = build_accelerator(args)
     if accelerator.num_processes > 1:
