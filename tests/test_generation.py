@@ -119,3 +119,24 @@ def test_a_mask_edited_in_place_between_forwards_is_seen():
         expected = model(ids, None, torch.ones(1, 1, 6, 6))[0]
     assert not torch.allclose(causal, full)
     torch.testing.assert_close(full, expected, atol=0, rtol=0)
+
+
+def test_max_memory_length_keeps_a_window_of_the_cache():
+    """SAT sliced the mask as if nothing were trimmed (shape error once the cache was full); the mask now
+    covers exactly the cached window plus the new token, i.e. attention over the last positions only."""
+    hf = hf_causal_lm("llama-gqa")
+    model, _ = converted(hf, cached=True)
+    prompt, seq = prompt_and_seq(length=6, new=10)
+    tokens, mems = filling_sequence(model, seq, 1, BaseStrategy(top_k=1), max_memory_length=8)
+    assert tokens.shape == (1, 16) and mems.shape[2] == 8
+    # reference: recompute every step with a causal mask limited to the last 9 positions (8 cached + 1 new)
+    ids = tokens[:, :6]
+    for _ in range(10):
+        s = ids.shape[1]
+        rows, cols = torch.arange(s)[:, None], torch.arange(s)[None, :]
+        window = ((cols <= rows) & (cols > rows - 9)).float()
+        window[:6, :6] = torch.ones(6, 6).tril()  # the context itself ran in one step over the full prompt
+        with torch.no_grad():
+            logits = model(ids, None, window[None, None])[0]
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(ids, tokens)

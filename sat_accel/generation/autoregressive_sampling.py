@@ -78,10 +78,12 @@ def _steps(model, seq, batch_size, strategy, max_memory_length, log_attention_we
             counter += 1
             yield tokens, None, mems
             continue
+        # keys = the cached positions (maybe trimmed to max_memory_length) + the new ones: the last columns
+        first_key = index - (0 if mems is None else mems.shape[2])
         extra = {} if log_attention_weights is None else {
-            "log_attention_weights": log_attention_weights[..., index:counter + 1, :counter + 1]}
+            "log_attention_weights": log_attention_weights[..., index:counter + 1, first_key:counter + 1]}
         logits, *outputs = model(tokens[:, index:], position_ids=position_ids[..., index:counter + 1],
-                                 attention_mask=mask[..., index:counter + 1, :counter + 1], mems=mems,
+                                 attention_mask=mask[..., index:counter + 1, first_key:counter + 1], mems=mems,
                                  **extra, **kw_args)
         mems = update_mems(_mem_kv(outputs), mems, max_memory_length)
         counter += 1
