@@ -127,19 +127,19 @@ def test_sat_flag_table_is_complete():
 
 
 @pytest.mark.parametrize("flag", sorted(SAT_FLAGS))
-def test_every_sat_flag_parses_and_does_what_the_table_says(flag, caplog, monkeypatch, tmp_path):
+def test_every_sat_flag_parses_and_does_what_the_table_says(flag, sat_log, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     if flag in ("--deepspeed_config", "--wandb"):
         pytest.importorskip(flag.strip("-").split("_")[0])  # without the package it is a clear ConfigError
     value, status = SAT_FLAGS[flag]
     argv = [flag] + ([value] if value is not None else []) + _COMPANIONS.get(flag, [])
-    with caplog.at_level(logging.WARNING, logger="sat_accel.arguments"):
+    with sat_log.at_level(logging.WARNING, logger="sat_accel.arguments"):
         if status == "refused":
             with pytest.raises(ConfigError, match=flag.replace("--", "-*")):
                 get_args(argv + ["--train-iters", "1"])
             return
         args = get_args(argv if flag in ("--epochs", "--train-iters") else argv + ["--train-iters", "1"])
-    noted = [r.getMessage() for r in caplog.records if flag in r.getMessage()]
+    noted = [r.getMessage() for r in sat_log.records if flag in r.getMessage()]
     assert bool(noted) == (status == "noted"), noted
     dest = flag.lstrip("-").replace("-", "_")
     assert hasattr(args, dest)
