@@ -34,9 +34,9 @@ def padded_batch(padding: str, seq: int = 11):
 @pytest.mark.parametrize("name", list(HF_CONFIGS))
 def test_logits_match_transformers_with_padding(name, padding):
     hf = hf_causal_lm(name)
-    model, _ = converted(hf)
+    model, config = converted(hf)
     ids, keep = padded_batch(padding)
-    mask, positions = causal_inputs(keep)
+    mask, positions = causal_inputs(keep, sliding_window=config.get("sliding_window"))  # Mistral's window
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=keep, position_ids=positions).logits
         logits = model(ids, positions, mask)[0]

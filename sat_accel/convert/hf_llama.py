@@ -6,7 +6,8 @@ What differs between the two layouts:
   permutation: both use the same rotate-half rotary layout). With GQA, k and v have ``nkv`` heads.
 * ``gate_proj`` -> ``mlp.dense_h_to_4h_gate``, ``up_proj`` -> ``mlp.dense_h_to_4h``,
   ``down_proj`` -> ``mlp.dense_4h_to_h``; ``lm_head`` -> ``mixins.lm.lm_head`` (absent when tied).
-* Mistral's sliding window is not applied: outputs agree up to ``sliding_window`` tokens.
+* Mistral's ``sliding_window`` is recorded in the args; the window is a property of the mask
+  (``causal_inputs(padding_mask, sliding_window=W)``), as every mask is the caller's in SAT.
 """
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def hf_llama_config_to_args(hf_config: dict) -> dict:
     })
     window = hf_config.get("sliding_window") if model_type == "mistral" else None
     if window and window < hf_config.get("max_position_embeddings", 0):
-        logger.warning("HF %s config has sliding_window=%d: sat_accel's LLaMAModel attends to the whole context, "
-                       "so outputs differ beyond %d tokens.", model_type, window, window)
+        logger.info("HF %s config has sliding_window=%d (kept as args.sliding_window): masks decide the window, "
+                    "so build them with causal_inputs(padding_mask, sliding_window=%d).", model_type, window, window)
     h, nh = require(hf_config, "hidden_size"), require(hf_config, "num_attention_heads")
     head_dim = hf_config.get("head_dim") or h // nh
     nkv = hf_config.get("num_key_value_heads") or nh
@@ -64,7 +65,7 @@ def hf_llama_config_to_args(hf_config: dict) -> dict:
         "num_multi_query_heads": 0 if nkv == nh else nkv,
         "use_qkv_bias": bool(hf_config.get("attention_bias", model_type == "qwen2")),
         "rope_theta": theta, "rope_scaling": scaling,
-        "tie_word_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
+        "tie_word_embeddings": bool(hf_config.get("tie_word_embeddings", False)), "sliding_window": window,
         **{k: hf_config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
     }
 

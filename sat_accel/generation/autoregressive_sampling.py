@@ -22,16 +22,18 @@ def get_masks_and_position_ids_default(seq: torch.Tensor):
     return tokens, mask, position_ids
 
 
-def causal_inputs(padding_mask: torch.Tensor):
+def causal_inputs(padding_mask: torch.Tensor, sliding_window: Optional[int] = None):
     """``[b, s]`` padding mask (1 = token, left or right padding) -> (mask ``[b, 1, s, s]``, positions ``[b, s]``).
 
     The mask is causal and hides padding; positions count real tokens only (0 at each row's first
     token, as transformers' ``generate`` computes them), so a left-padded row sees the same positions
-    as the unpadded prompt.
+    as the unpadded prompt. ``sliding_window=W`` (Mistral's) also hides keys W or more tokens back.
     """
     keep = padding_mask.bool()
     seq = keep.shape[-1]
     causal = torch.ones(seq, seq, dtype=torch.bool, device=keep.device).tril_()
+    if sliding_window is not None:
+        causal &= torch.ones_like(causal).triu_(1 - sliding_window)
     mask = causal & keep[:, None, None, :]
     position_ids = (keep.long().cumsum(-1) - 1).clamp_(min=0)
     return mask, position_ids

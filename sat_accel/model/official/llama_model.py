@@ -163,6 +163,8 @@ class LLaMAModel(BaseModel):
                            help='rotary scaling as JSON, e.g. {"rope_type": "llama3", "factor": 8, ...}')
         group.add_argument("--tie-word-embeddings", action="store_true",
                            help="output projection = word embeddings (no 'lm' mixin)")
+        group.add_argument("--sliding-window", type=int, default=None,
+                           help="Mistral's attention window in tokens (recorded; masks apply it: causal_inputs)")
         group.add_argument("--bos-token-id", type=int, default=1)
         group.add_argument("--eos-token-id", type=int, default=2)
         group.add_argument("--pad-token-id", type=int, default=-1)
