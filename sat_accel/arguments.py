@@ -117,6 +117,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     group.add_argument("--load-iteration", type=int, default=None, help="iteration to load instead of 'latest'")
     group.add_argument("--save-interval", type=int, default=5000, help="iterations between checkpoints")
     group.add_argument("--save-total-limit", type=int, default=None, help="keep only the newest K checkpoints")
+    group.add_argument("--async-save", action="store_true",
+                       help="copy checkpoints to CPU memory and write them in the background (docs/checkpoints.md)")
     group.add_argument("--no-save-optim", action="store_true",
                        help="save weights only (SAT behaviour; resume re-warms the optimizer)")
     group.add_argument("--max-shard-size", default="5GB", help="largest model.safetensors shard, e.g. 5GB or 500MB")

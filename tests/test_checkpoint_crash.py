@@ -1,6 +1,7 @@
 """Crash safety: a process killed with SIGKILL at a random moment of a save never leaves `latest` naming an
 incomplete checkpoint, and every numbered folder it left behind loads with the values of its iteration."""
 import argparse
+import functools
 import os
 import random
 import signal
@@ -12,6 +13,7 @@ from accelerate import Accelerator
 
 from sat_accel.checkpoint_format import read_weights
 from sat_accel.training import checkpoint as ckpt
+from sat_accel.training.async_save import AsyncCheckpointer
 
 TRIALS = 20
 
@@ -24,17 +26,19 @@ class Big(torch.nn.Module):
         self.layers = torch.nn.ModuleList(torch.nn.Linear(1024, 1024, bias=False) for _ in range(8))
 
 
-def _child_saves_forever(accelerator, run_dir: str, start: int) -> None:
+def _child_saves_forever(accelerator, run_dir: str, start: int, asynchronous: bool) -> None:
     model = Big()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for p in model.parameters():  # optimizer state without autograd (its threads do not survive fork)
         opt.state[p]["momentum_buffer"] = torch.ones_like(p)
     args = argparse.Namespace(no_save_optim=False, save_total_limit=2, max_shard_size="12MB")
+    # --async-save: the weights change right after save() returns, while the background write goes on
+    save = AsyncCheckpointer(accelerator).save if asynchronous else functools.partial(ckpt.save_checkpoint, accelerator)
     for iteration in range(start, start + 1000):
         with torch.no_grad():
             for p in model.parameters():
                 p.fill_(float(iteration))
-        ckpt.save_checkpoint(accelerator, run_dir, iteration, model, opt, None, {"iteration": iteration}, args)
+        save(run_dir, iteration, model, opt, None, {"iteration": iteration}, args)
 
 
 def _check_run(run_dir: str) -> int:
@@ -48,8 +52,20 @@ def _check_run(run_dir: str) -> int:
     return iteration
 
 
+def _wait_for_a_save_after(run_dir: str, iteration: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if int(open(os.path.join(run_dir, "latest")).read()) > iteration:
+                return
+        except (OSError, ValueError):  # being replaced right now
+            pass
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
-def test_sigkill_during_saves_never_breaks_latest(tmp_path):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async_save"])
+def test_sigkill_during_saves_never_breaks_latest(tmp_path, asynchronous):
     accelerator = Accelerator(cpu=True)
     run_dir = str(tmp_path)
     ckpt.save_checkpoint(accelerator, run_dir, 0, Big(), None, None, {}, argparse.Namespace())  # warm imports
@@ -59,9 +75,10 @@ def test_sigkill_during_saves_never_breaks_latest(tmp_path):
         pid = os.fork()
         if pid == 0:  # child: save until killed; never return into pytest
             try:
-                _child_saves_forever(accelerator, run_dir, last + 1)
+                _child_saves_forever(accelerator, run_dir, last + 1, asynchronous)
             finally:
                 os._exit(1)
+        _wait_for_a_save_after(run_dir, last)  # a loaded machine may need seconds for the first one
         time.sleep(rng.uniform(0.02, 0.5))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

@@ -29,7 +29,7 @@ FROZEN = {
     "--test-data": (None, "str"), "--split": ("1000,1,1", "str"), "--num-workers": (1, "int"),
     "--block-size": (10000, "int"), "--prefetch-factor": (4, "int"), "--iterable-dataset": (False, "bool"),
     "--group-by-length": (False, "bool"),
-    "--compile": (False, "bool"), "--compile-backend": ("inductor", "str"), "--compile-mode": (None, "str"), "--group-by-length-window": (50, "int"),
+    "--compile": (False, "bool"), "--async-save": (False, "bool"), "--compile-backend": ("inductor", "str"), "--compile-mode": (None, "str"), "--group-by-length-window": (50, "int"),
     "--num-layers": (6, "int"), "--hidden-size": (1024, "int"), "--num-attention-heads": (16, "int"),
     "--vocab-size": (100, "int"), "--max-sequence-length": (512, "int"), "--layernorm-order": ("pre", "str"),
     "--inner-hidden-size": (None, "int"), "--hidden-dropout": (0.1, "float"), "--attention-dropout": (0.1, "float"),

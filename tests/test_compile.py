@@ -59,3 +59,17 @@ def test_flags_that_cannot_compile_are_refused(tmp_path, monkeypatch):
     args.zero_stage = 3
     with pytest.raises(ConfigError, match="zero-stage 3"):
         training_main(args, tiny_task.TinyBert, tiny_task.forward_step_tokens, tiny_task.create_token_dataset)
+
+
+def test_the_hooked_model_compiles_once_without_breaks():
+    """The mixin hooks are installed before the first call, so dynamo sees no dict mutation: one graph for
+    repeated calls (a recompile per step would cost a full compilation)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model = tiny_task.TinyBert(get_args(tiny_task.BERT_FLAGS))
+    model.compile(backend="eager")
+    ids = torch.randint(1, 16, (2, 8))
+    for _ in range(3):
+        model(ids, torch.ones_like(ids)).sum().backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert graph_break_count() == 0

@@ -134,11 +134,12 @@ def _run_script(out, argv, nproc=1, env=None):
 
 
 @pytest.mark.slow
-def test_sigkill_at_a_random_moment_then_load_is_bitwise(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--async-save"]], ids=["sync", "async_save"])
+def test_sigkill_at_a_random_moment_then_load_is_bitwise(tmp_path, extra):
     reference = _run_script(tmp_path / "a", COMMON + ["--save", str(tmp_path / "a")])
     env = {**launch_env(), "RESUME_TEST_SLEEP": "0.03"}
     out = tmp_path / "b"
-    proc = subprocess.Popen(_script(out, COMMON + ["--save", str(out)]), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_script(out, COMMON + ["--save", str(out)] + extra), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not glob.glob(str(out / "resume-*" / "latest")):
@@ -156,10 +157,11 @@ def test_sigkill_at_a_random_moment_then_load_is_bitwise(tmp_path):
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-def test_two_process_exit_interval_then_load_is_bitwise(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--async-save"]], ids=["sync", "async_save"])
+def test_two_process_exit_interval_then_load_is_bitwise(tmp_path, extra):
     reference = _run_script(tmp_path / "a", COMMON + ["--save", str(tmp_path / "a")], nproc=2)
     out = tmp_path / "b"
-    _run_script(out, COMMON + ["--save", str(out), "--exit-interval", "12"], nproc=2)
+    _run_script(out, COMMON + ["--save", str(out), "--exit-interval", "12"] + extra, nproc=2)
     run_dir = _run_dir(str(out))
     assert sorted(os.listdir(os.path.join(run_dir, "12", "training_state"))) == [
         "args.json", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth", "scheduler.pt", "trainer_state.json"]

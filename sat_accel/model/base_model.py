@@ -181,6 +181,8 @@ class BaseModel(torch.nn.Module):
                 if hasattr(mixin, name):
                     self._resolve_one(hooks, origins, name, mixin_name, getattr(mixin, name))
         self.hooks, self.hook_origins = hooks, origins
+        if "transformer" in self._modules:
+            self._sync_hooks()
         return hooks
 
     def _resolve_one(self, hooks: dict, origins: dict, name: str, mixin_name: str, method) -> None:
@@ -209,9 +211,12 @@ class BaseModel(torch.nn.Module):
 
     # ------------------------------------------------------------ forward
     def _sync_hooks(self) -> None:
-        # The trunk may be shared by several models: install this model's hooks before running.
-        self.transformer.hooks.clear()
-        self.transformer.hooks.update(self.hooks)
+        # The trunk may be shared by several models: install this model's hooks before running. Installed
+        # when they change too, so that a compiled forward finds them in place (no dict mutation to trace, no
+        # recompile after the first call).
+        if self.transformer.hooks != self.hooks:
+            self.transformer.hooks.clear()
+            self.transformer.hooks.update(self.hooks)
 
     def forward(self, *args, **kwargs):
         """``(input_ids, position_ids=None, attention_mask=None, **kw)`` -> ``(logits, *outputs)``."""

@@ -66,6 +66,15 @@ def transformers_config_of(model: torch.nn.Module) -> dict[str, Any] | None:
     return {**json.loads(hf_config.to_json_string()), "architectures": [type(model).__name__]}
 
 
+def checkpoint_configs(accelerator, model, args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """(model_config.json, transformers config.json or None) of the prepared model on the main rank; ({}, None)
+    on the others."""
+    if not accelerator.is_main_process:
+        return {}, None
+    unwrapped = accelerator.unwrap_model(model)
+    return {**model_config_of(unwrapped, args), **tokenizer_entry(args)}, transformers_config_of(unwrapped)
+
+
 # ---------------------------------------------------------------- save
 def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer, lr_scheduler,
                     extra_state: dict, args: argparse.Namespace) -> str | None:
@@ -75,9 +84,7 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
     run_dir = os.path.abspath(run_dir)
     main = accelerator.is_main_process
     state = full_state_dict(accelerator, model)
-    unwrapped = accelerator.unwrap_model(model)
-    config = {**model_config_of(unwrapped, args), **tokenizer_entry(args)} if main else {}
-    hf_config = transformers_config_of(unwrapped) if main else None
+    config, hf_config = checkpoint_configs(accelerator, model, args)
     tmp = os.path.join(run_dir, f"{TMP_PREFIX}{iteration}")
     with_optim = optimizer is not None and not getattr(args, "no_save_optim", False)
 
@@ -89,13 +96,9 @@ def save_checkpoint(accelerator, run_dir: str, iteration: int, model, optimizer,
         if with_optim:
             _write_rank_state(accelerator, tmp, optimizer, model)
         if main:
-            write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
-            write_json(os.path.join(tmp, MODEL_CONFIG), config)
-            if hf_config is not None:
-                write_json(os.path.join(tmp, HF_CONFIG), hf_config)
-            write_tokenizer(tmp, args)
+            write_model_files(tmp, state, config, hf_config, args)
             if with_optim:
-                _write_shared_state(accelerator, tmp, optimizer, lr_scheduler, extra_state, args)
+                write_shared_state(tmp, shared_state(accelerator, optimizer, lr_scheduler), extra_state, args)
             fsync_tree(tmp)
 
     def publish() -> None:
@@ -164,15 +167,33 @@ def _write_rank_state(accelerator, tmp: str, optimizer, model=None) -> None:
         fsync_path(path)
 
 
-def _write_shared_state(accelerator, tmp: str, optimizer, lr_scheduler, extra_state: dict,
-                        args: argparse.Namespace) -> None:
-    folder = os.path.join(tmp, TRAINING_STATE)
+def write_model_files(tmp: str, state: dict[str, torch.Tensor], config: dict, hf_config: dict | None,
+                      args: argparse.Namespace) -> None:
+    """The main rank's model part of a checkpoint: weights, model_config.json, config.json, tokenizer files."""
+    write_weights(tmp, state, getattr(args, "max_shard_size", "5GB"))
+    write_json(os.path.join(tmp, MODEL_CONFIG), config)
+    if hf_config is not None:
+        write_json(os.path.join(tmp, HF_CONFIG), hf_config)
+    write_tokenizer(tmp, args)
+
+
+def shared_state(accelerator, optimizer, lr_scheduler) -> dict[str, Any]:
+    """training_state/ files the main rank writes with torch.save: file name -> state dict (live references)."""
+    objects: dict[str, Any] = {}
     if not _optimizer_is_sharded(accelerator):
-        torch.save(optimizer.state_dict(), os.path.join(folder, OPTIMIZER))
+        objects[OPTIMIZER] = optimizer.state_dict()
     if lr_scheduler is not None:
-        torch.save(lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER))
+        objects[SCHEDULER] = lr_scheduler.state_dict()
     if getattr(accelerator, "scaler", None) is not None:
-        torch.save(accelerator.scaler.state_dict(), os.path.join(folder, SCALER))
+        objects[SCALER] = accelerator.scaler.state_dict()
+    return objects
+
+
+def write_shared_state(tmp: str, objects: dict[str, Any], extra_state: dict, args: argparse.Namespace) -> None:
+    """`shared_state` objects plus trainer_state.json and args.json into <tmp>/training_state/."""
+    folder = os.path.join(tmp, TRAINING_STATE)
+    for name, obj in objects.items():
+        torch.save(obj, os.path.join(folder, name))
     write_json(os.path.join(folder, TRAINER_STATE), extra_state)
     write_json(os.path.join(folder, ARGS_FILE), vars(args) if args is not None else {})
 

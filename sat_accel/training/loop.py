@@ -7,6 +7,7 @@ the only per-iteration host sync is one small all-reduce of flags (non-finite lo
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Training:
     checkpoint_dir: str | None   # <save>/<experiment>; None when --save is not given
     stop_signal: StopSignal
     last_saved: int = -1         # the iteration saved last, so that one iteration is never saved twice
+    async_saver: Any = None      # async_save.AsyncCheckpointer with --async-save, else saves are synchronous
 
 
 class Agreement(NamedTuple):
@@ -240,8 +242,9 @@ def save(run: Run, training: Training) -> None:
         return
     run.timers("checkpoint").start()
     state = {**run.progress.state_dict(), "experiment_name": run.args.experiment_name}
-    checkpoint.save_checkpoint(run.accelerator, training.checkpoint_dir, iteration, run.model, training.optimizer,
-                               training.lr_scheduler, state, run.args)
+    save_fn = training.async_saver.save if training.async_saver is not None else \
+        functools.partial(checkpoint.save_checkpoint, run.accelerator)
+    save_fn(training.checkpoint_dir, iteration, run.model, training.optimizer, training.lr_scheduler, state, run.args)
     run.timers("checkpoint").stop()
     training.last_saved = iteration
 

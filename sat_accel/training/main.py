@@ -16,6 +16,7 @@ from ..data.loaders import make_loaders
 from ..errors import ConfigError
 from . import checkpoint, precision, sharded_state
 from .accelerator import build_accelerator, is_fsdp, remove_mixed_precision_forward_wrapper
+from .async_save import AsyncCheckpointer
 from .compile import check_compile_flags, compile_model
 from .reporting import RunReporter, configure_console_logging
 from .loop import Run, StopSignal, Training, UserCallbacks, evaluate_and_report, global_batch_size, save, train
@@ -140,10 +141,16 @@ def train_and_save(run: Run, optimizer, load_from: IterationDir | None) -> str |
     run.reporter.message(("Continuing" if run.progress.iteration else "Starting") +
                          f" {'finetuning' if args.mode == 'finetune' else 'training'} {args.experiment_name} "
                          f"at iteration {run.progress.iteration} of {args.train_iters}")
-    with stop_on_signals(training.stop_signal):
-        stop_reason = train(run, training)
-    if stop_reason is None and run.progress.iteration > 0:
-        save(run, training)
+    if getattr(args, "async_save", False) and training.checkpoint_dir is not None:
+        training.async_saver = AsyncCheckpointer(run.accelerator)
+    try:
+        with stop_on_signals(training.stop_signal):
+            stop_reason = train(run, training)
+        if stop_reason is None and run.progress.iteration > 0:
+            save(run, training)
+    finally:
+        if training.async_saver is not None:  # the last save is complete on every rank before we return
+            training.async_saver.wait()
     return stop_reason
 
 
