@@ -69,6 +69,8 @@ _last_bias: tuple = (None, None, None)
 def _bias_for(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``_mask_to_bias``, computed once per mask object (and in-place version) instead of once per layer."""
     global _last_bias
+    if torch.compiler.is_compiling():  # a global cache is a side effect dynamo cannot trace (a graph break per
+        return _mask_to_bias(mask, dtype)  # layer under activation checkpointing); the compiler dedups it itself
     key = (dtype, mask._version)
     cached_mask, cached_key, bias = _last_bias
     if cached_mask is not mask or cached_key != key or mask.requires_grad:
