@@ -90,16 +90,19 @@ def _finetune_boolq_flags(tmp_path: Path, name: str) -> list[str]:
             "--save-interval", "4", "--eval-interval", "2", "--save", str(tmp_path / "checkpoints"), "--split", "1",
             "--strict-eval", "--eval-batch-size", "4", "--zero-stage", "0", "--lr", "0.00002", "--batch-size", "4",
             "--data_root", str(tmp_path / "data"), "--md_type", _minilm_dir(), "--save-args",
-            "--sample_length", "64", "--log-interval", "2", "--no-progress"]
+            "--sample_length", "64", "--log-interval", "2", "--no-progress",
+            "--summary-dir", str(tmp_path / "summaries")]  # --save-args writes <summary-dir>/runs/<experiment>.txt
 
 
 def _check_boolq_run(tmp_path: Path, name: str) -> tuple[str, dict]:
     (run,) = glob.glob(str(tmp_path / "checkpoints" / f"{name}-*"))
-    records = _records(run)
+    (summaries,) = glob.glob(str(tmp_path / "summaries" / f"{name}-*"))  # metrics.jsonl follows --summary-dir
+    records = _records(summaries)
     train = [r for r in records if r["split"] == "train"]
     valid = [r for r in records if r["split"] == "valid"]
     assert [r["iteration"] for r in train] == [2, 4] and all(0 <= r["acc"] <= 1 for r in train)
     assert [r["iteration"] for r in valid] == [2, 4] and all(0 <= r["acc"] <= 1 for r in valid)
+    assert glob.glob(str(tmp_path / "summaries" / "runs" / f"{name}-*.txt"))  # SAT's --save-args
     state = load_file(os.path.join(run, "4", "model.safetensors"))
     with open(os.path.join(run, "model_config.json"), encoding="utf-8") as f:
         return run, {"state": state, "config": json.load(f)}
