@@ -162,3 +162,25 @@ def test_bf16_logits_stay_close_to_transformers_bf16(name):
     real = keep.bool()
     # bf16 keeps ~3 significant digits; both sides round differently inside, so compare at that scale
     torch.testing.assert_close(logits.float()[real], ref[real], atol=3e-2, rtol=2e-2)
+
+
+def test_is_rotary_emb_on_a_base_model_rotates_q_and_k():
+    """SAT's default attention applies rotary positions with --is-rotary-emb; without it a BaseModel built with
+    the flag had no positions at all (no table, no rotation)."""
+    from sat_accel.model import BaseModel
+
+    args = BaseModel.get_args(num_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=50,
+                              is_rotary_emb=True, hidden_dropout=0.0, attention_dropout=0.0)
+    model = BaseModel(args).eval()
+    assert "transformer.position_embeddings.weight" not in model.state_dict()
+    with torch.no_grad():  # sharper attention than the 0.02-std init, so positions visibly matter
+        for layer in model.transformer.layers:
+            layer.attention.query_key_value.weight.mul_(20)
+    ids, pos = torch.randint(0, 50, (2, 7)), torch.arange(7).expand(2, 7)
+    reverse = list(range(6, -1, -1))
+    with torch.no_grad():
+        out = model(ids, pos, None)[0]
+        shifted = model(ids, pos + 5, None)[0]
+        permuted = model(ids[:, reverse], pos, None)[0]
+    torch.testing.assert_close(out, shifted, atol=1e-5, rtol=0)  # rotary sees relative positions only
+    assert not torch.allclose(out[:, reverse], permuted, atol=1e-3)  # ... but it does see them

@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from .initialization import DEFAULT_INITIALIZER_RANGE, init_module_, output_projection_std
+from .rotary import RotaryEmbedding
 
 HOOK_NAMES = ("word_embedding_forward", "position_embedding_forward", "attention_fn",
               "attention_forward", "cross_attention_forward", "mlp_forward", "routing_forward",
@@ -145,6 +146,8 @@ def attention_forward_default(self, hidden_states: torch.Tensor, mask, **kw):
     """Self-attention block: qkv projection, heads, ``attention_fn``, output projection, dropout."""
     attn = self.transformer.layers[kw["layer_id"]].attention
     q, k, v = split_qkv(attn, hidden_states)
+    if self.transformer.rotary is not None:  # --is-rotary-emb: SAT's default attention rotates q and k
+        q, k = self.transformer.rotary(q, k, kw["position_ids"])
     return attend_and_project(self, attn, q, k, v, mask, **kw)
 
 
@@ -362,6 +365,8 @@ class BaseTransformer(torch.nn.Module):
         self.word_embeddings = torch.nn.Embedding(cfg["vocab_size"], h, dtype=dtype)
         self.position_embeddings = (None if cfg["is_rotary_emb"]
                                     else torch.nn.Embedding(cfg["max_sequence_length"], h, dtype=dtype))
+        # plain attribute (no parameters): rotary positions of the default attention with --is-rotary-emb
+        self.rotary = RotaryEmbedding(cfg["head_dim"]) if cfg["is_rotary_emb"] else None
         self.embedding_dropout = torch.nn.Dropout(cfg["hidden_dropout"])
         self.layers = torch.nn.ModuleList(
             TransformerLayer(cfg, activation_func, dtype, layernorm) for _ in range(cfg["num_layers"]))
