@@ -36,6 +36,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_TRAIN_ITERS = 10000
 
 
+def _iterable_dataset_value(value: str) -> bool:
+    """SAT's `--iterable-dataset [custom]`: the bare flag means True; 'custom' (the dataset yields whole batches)
+    is refused with the way out."""
+    if value == "custom":
+        raise argparse.ArgumentTypeError("'custom' (a dataset that yields whole batches) is not supported; yield "
+                                         "single examples and let --batch-size batch them, or pass the bare flag")
+    raise argparse.ArgumentTypeError(f"takes no value except SAT's 'custom', got {value!r}; pass the bare flag")
+
+
 def add_model_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Architecture flags (SAT group 'model'); these are what model_config.json records."""
     group = parser.add_argument_group("model", "model configuration")
@@ -155,7 +164,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--num-workers", type=int, default=1, help="DataLoader worker processes")
     group.add_argument("--block-size", type=int, default=10000, help="block size (examples) of the random split")
     group.add_argument("--prefetch-factor", type=int, default=4, help="batches prefetched per worker")
-    group.add_argument("--iterable-dataset", action="store_true", help="datasets are torch IterableDatasets")
+    group.add_argument("--iterable-dataset", nargs="?", const=True, default=False, type=_iterable_dataset_value,
+                       help="datasets are torch IterableDatasets (SAT's optional value 'custom' is not supported)")
     group.add_argument("--group-by-length", action="store_true",
                        help="sort windows of the shuffled training stream by example length and pad each batch "
                             "to its longest (docs/data.md)")

@@ -27,7 +27,8 @@ FROZEN = {
     "--strict-eval": (False, "bool"),
     "--train-data": (None, "str"), "--train-data-weights": (None, "float"), "--valid-data": (None, "str"),
     "--test-data": (None, "str"), "--split": ("1000,1,1", "str"), "--num-workers": (1, "int"),
-    "--block-size": (10000, "int"), "--prefetch-factor": (4, "int"), "--iterable-dataset": (False, "bool"),
+    "--block-size": (10000, "int"), "--prefetch-factor": (4, "int"),
+    "--iterable-dataset": (False, "_iterable_dataset_value"),  # bare flag = True; SAT's 'custom' is refused
     "--group-by-length": (False, "bool"),
     "--compile": (False, "bool"), "--async-save": (False, "bool"), "--compile-backend": ("inductor", "str"), "--compile-mode": (None, "str"), "--group-by-length-window": (50, "int"),
     "--num-layers": (6, "int"), "--hidden-size": (1024, "int"), "--num-attention-heads": (16, "int"),
@@ -156,3 +157,10 @@ def test_migration_guide_lists_every_sat_flag_with_its_status():
     text = (Path(__file__).resolve().parent.parent / "docs" / "migrating_from_sat.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(--[\w-]+)` \| [^|]* \| (\w+) \|", text, re.M))
     assert rows == {flag: status.split()[0] for flag, (_, status) in SAT_FLAGS.items()}
+
+
+def test_iterable_dataset_bare_flag_and_sats_custom_value():
+    assert get_args(["--iterable-dataset", "--train-iters", "1"]).iterable_dataset is True
+    assert get_args(["--train-iters", "1"]).iterable_dataset is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--iterable-dataset", "custom"])
