@@ -3,6 +3,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import logging
 import os
 
 import numpy as np
@@ -29,6 +30,7 @@ SAT_PATHS = {  # module -> names SAT client code imports from it
                             "set_random_seed", "add_model_config_args", "add_training_args",
                             "add_evaluation_args", "add_data_args", "add_tokenization_args",
                             "add_text_generate_args", "initialize_distributed"],
+    "sat_accel.helpers": ["print_rank0", "print_all"],
     "sat_accel.mpu": ["broadcast_data", "vocab_parallel_cross_entropy", "get_model_parallel_rank",
                       "get_model_parallel_world_size", "get_data_parallel_rank", "get_data_parallel_world_size",
                       "get_data_parallel_group", "initialize_model_parallel", "model_parallel_is_initialized"],
@@ -174,3 +176,13 @@ def test_converted_hf_folder_names_its_own_tokenizer_for_get_tokenizer(monkeypat
     model, args = AutoModel.from_pretrained(moved, argparse.Namespace(mode="inference", tokenizer_type="fake"))
     assert args.tokenizer_type == os.path.join(moved, "tokenizer")
     assert get_tokenizer(args)("a cat")["input_ids"] == [101, 1037, 4937, 102]
+
+
+def test_helpers_print_rank0_and_print_all_reach_stderr_without_logging_setup(capfd):
+    from sat_accel.helpers import print_all, print_rank0
+
+    print_rank0("hello from rank 0")
+    print_all("warn everyone", level="WARNING")
+    print_rank0("too quiet", level=logging.DEBUG)
+    err = capfd.readouterr().err
+    assert "[INFO] hello from rank 0" in err and "[WARNING] warn everyone" in err and "too quiet" not in err
