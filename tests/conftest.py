@@ -24,3 +24,15 @@ def sat_log(caplog):
     caplog.set_level(logging.INFO, logger="sat_accel")
     yield caplog
     logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture(autouse=True)
+def fresh_sat_accel_logger():
+    """Every test starts with sat_accel's logger as a new process has it: training_main configures it once per
+    process (own handler, no propagation), which would otherwise hide later tests' records from caplog."""
+    yield
+    logger = logging.getLogger("sat_accel")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
