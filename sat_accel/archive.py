@@ -15,8 +15,8 @@ import tarfile
 import zipfile
 from pathlib import PurePosixPath
 
-from .checkpoint_format import (HF_CONFIG, LATEST, MODEL_CONFIG, WEIGHTS_INDEX, durable_rename, read_json,
-                                resolve_load_dir)
+from .checkpoint_format import (HF_CONFIG, LATEST, MODEL_CONFIG, WEIGHTS_INDEX, durable_rename, file_inside,
+                                read_json, resolve_load_dir)
 from .errors import CheckpointError
 
 DEFAULT_MAX_EXPANSION = 20
@@ -85,8 +85,12 @@ def _check_shards(folder: str) -> None:
     index = os.path.join(folder, WEIGHTS_INDEX)
     if not os.path.isfile(index):
         return
-    weight_map = read_json(index, "Weights index", "re-save the checkpoint.").get("weight_map", {})
-    missing = sorted({name for name in weight_map.values() if not os.path.isfile(os.path.join(folder, name))})
+    content = read_json(index, "Weights index", "re-save the checkpoint.")
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index} has no weight_map object")
+    missing = sorted({str(name) for name in weight_map.values()
+                      if not os.path.isfile(file_inside(folder, name, index))})
     if missing:
         raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing[:5])}")
 

@@ -202,6 +202,10 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         problems.append(f"--epochs must be a positive integer, got {args.epochs}.")
     if args.fp16 and args.bf16:
         problems.append("--fp16 and --bf16 are mutually exclusive: pick one precision.")
+    name = args.experiment_name
+    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        problems.append(f"--experiment-name {name!r} must be a name inside --save / --summary-dir (not empty, not "
+                        "absolute, no '..'): e.g. --experiment-name bert-boolq.")
     if getattr(args, "half_weights", False) and not (args.fp16 or args.bf16):
         problems.append("--half-weights needs --bf16 or --fp16 (which half precision to keep the weights in).")
     if getattr(args, "half_weights", False) and (args.zero_stage > 0 or args.deepspeed_config):

@@ -9,11 +9,14 @@ layer (loading into a model) and the training layer (what a training checkpoint 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from collections import Counter
-from typing import Any, Iterable, NamedTuple
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +96,25 @@ def atomic_write_text(path: str, text: str) -> None:
     durable_rename(tmp, path)
 
 
+@contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Report a writer's failure as an OSError naming `path`, as open() would: torch.save on a full disk
+    raises RuntimeError('[enforce fail at inline_container.cc...] unexpected pos'), safetensors raises
+    SafetensorError('... No space left on device')."""
+    try:
+        yield
+    except (RuntimeError, SafetensorError) as e:
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        code = errno.ENOSPC if "No space left" in detail else errno.EIO
+        raise OSError(code, f"{type(e).__name__}: {detail} (a full disk?)", path) from e
+
+
+def save_torch(obj: Any, path: str) -> None:
+    """torch.save, failures reported by `writing`."""
+    with writing(path):
+        torch.save(obj, path)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Pretty JSON (non-JSON values as str); callers fsync the folder before publishing it."""
     with open(path, "w", encoding="utf-8") as f:
@@ -107,11 +129,26 @@ def safe_torch_load(path: str, *, what: str, advice: str, allowed_globals: Itera
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} {path} is missing; {advice}")
     try:
-        with torch.serialization.safe_globals(list(allowed_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            with torch.serialization.safe_globals(list(allowed_globals)):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not (mmap and "mmap can only be used" in str(e)):
+                raise
+            with torch.serialization.safe_globals(list(allowed_globals)):  # torch's old, non-zip format
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except Exception as e:  # noqa: BLE001 - UnpicklingError for foreign globals, RuntimeError/EOFError for damage
-        detail = str(e).splitlines()[0][:200] if str(e) else ""
-        raise CheckpointError(f"Cannot read {what} {path} safely ({type(e).__name__}: {detail}); {advice}") from e
+        raise CheckpointError(f"Cannot read {what} {path} safely ({type(e).__name__}: {_load_failure(e)}); "
+                              f"{advice}") from e
+
+
+def _load_failure(error: Exception) -> str:
+    """The informative line of torch.load's error: for a refused pickle, the global it would have run."""
+    text = str(error)
+    match = re.search(r"GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it would load the global {match.group(1)}, which safe loading refuses: a pickle that runs code"
+    return text.splitlines()[0][:200] if text else ""
 
 
 def read_json(path: str, what: str, advice: str) -> Any:
@@ -195,7 +232,11 @@ def read_model_config(iteration_dir: str) -> dict[str, Any]:
     for folder in (iteration_dir, os.path.dirname(iteration_dir)):
         path = os.path.join(folder, MODEL_CONFIG)
         if os.path.isfile(path):
-            return read_json(path, "Model config", "restore it from the run that wrote the checkpoint.")
+            config = read_json(path, "Model config", "restore it from the run that wrote the checkpoint.")
+            if not isinstance(config, dict):
+                raise CheckpointError(f"Model config {path} holds a JSON {type(config).__name__}, not an object of "
+                                      "settings; restore it from the run that wrote the checkpoint.")
+            return config
     return {}
 
 
@@ -225,10 +266,21 @@ def read_safetensors_index(folder: str) -> tuple[dict[str, torch.Tensor], dict[s
     state: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}
     for name in files:
-        part, part_tied = read_safetensors(os.path.join(folder, name))
+        part, part_tied = read_safetensors(file_inside(folder, name, index))
         state.update(part)
         tied.update(part_tied)
     return state, tied
+
+
+def file_inside(folder: str, name: Any, named_by: str) -> str:
+    """`<folder>/<name>` for a file name read from a file (`named_by`); a name that is not a plain relative
+    path inside `folder` (absolute, `..`, not a string) is refused, so a checkpoint cannot read elsewhere."""
+    path = os.path.normpath(os.path.join(folder, name)) if isinstance(name, str) and name else None
+    if path is None or os.path.isabs(name) or os.path.commonpath([os.path.abspath(folder), os.path.abspath(path)]) \
+            != os.path.abspath(folder):
+        raise CheckpointError(f"{named_by} names the file {name!r}, which is not inside {folder}; a checkpoint may "
+                              "only refer to its own files — the checkpoint is damaged or malicious.")
+    return path
 
 
 def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -240,7 +292,14 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"Weights file {path} is truncated or corrupt ({e}); load an earlier "
                               "iteration with --load-iteration N or re-save it.") from e
-    return state, json.loads(meta.get(TIED_METADATA_KEY, "{}"))
+    try:
+        tied = json.loads(meta.get(TIED_METADATA_KEY, "{}"))
+    except ValueError:
+        tied = None
+    if not isinstance(tied, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items()):
+        raise CheckpointError(f"Weights file {path} has damaged '{TIED_METADATA_KEY}' metadata (expected a JSON "
+                              "object of alias -> name); re-save the checkpoint.")
+    return state, tied
 
 
 def read_legacy_pt(path: str) -> dict[str, torch.Tensor]:
@@ -300,7 +359,8 @@ def write_weights(folder: str, state: dict[str, torch.Tensor], max_shard_size: i
     else:
         names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for name, shard in zip(names, shards):
-        save_file(shard, os.path.join(folder, name), metadata=metadata)
+        with writing(os.path.join(folder, name)):
+            save_file(shard, os.path.join(folder, name), metadata=metadata)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                  "weight_map": {k: n for n, shard in zip(names, shards) for k in shard}}

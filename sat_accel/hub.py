@@ -17,7 +17,7 @@ import urllib.parse
 from filelock import FileLock
 
 from .archive import safe_extract
-from .convert.hf_folder import convert_hf_folder, hf_weights_file, is_hf_folder
+from .convert.hf_folder import convert_hf_folder, is_hf_folder, source_fingerprint
 from .download import download_file
 from .errors import CheckpointError
 
@@ -70,8 +70,8 @@ def _sat_folder(path: str, root: str) -> str:
     """`path` itself, or its converted copy cached under the home folder when it is in HF format."""
     if not is_hf_folder(path):
         return path
-    stat = os.stat(hf_weights_file(path))
-    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    # Keyed by the source's content (config.json included), so an edited source is converted again.
+    key = hashlib.sha1(f"{path}|{source_fingerprint(path)}".encode()).hexdigest()[:12]
     return _convert_cached(path, os.path.join(root, "converted", f"{os.path.basename(path)}-{key}"))
 
 

@@ -57,8 +57,10 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
             state[kept] = state[alias]
     bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
            for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    bad += [f"{k}: checkpoint {state[k].dtype} vs model {v.dtype}" for k, v in expected.items()
+            if k in state and v.is_floating_point() and not state[k].is_floating_point()]
     if bad:
-        raise CheckpointError(f"{source} does not fit this model ({len(bad)} shape mismatches: "
+        raise CheckpointError(f"{source} does not fit this model ({len(bad)} shape or dtype mismatches: "
                               f"{'; '.join(bad[:10])}); load a checkpoint of the same architecture or fix "
                               "model_config.json.")
     missing = [k for k in expected if k not in state]
@@ -134,7 +136,12 @@ def _get(model: torch.nn.Module, name: str) -> torch.Tensor:
 
 # ---------------------------------------------------------------- from_pretrained
 _OPTIONS = ("home_path", "url", "prefix", "build_only", "overwrite_args", "specific_iteration",
-            "load_iteration", "sha256", "use_node_group")
+            "load_iteration", "sha256", "size", "use_node_group")
+# Facts about the process that loads, never about the model: a checkpoint's value for them is ignored.
+_RUNTIME_KEYS = ("device", "rank", "world_size", "local_rank", "cuda")
+# Architecture sizes model_config.json may set; each must be a non-negative integer.
+_SIZE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
+              "inner_hidden_size", "hidden_size_per_attention_head", "num_multi_query_heads")
 
 
 def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[torch.nn.Module, argparse.Namespace]:
@@ -144,11 +151,11 @@ def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[
     overwrite_args, specific_iteration/load_iteration; other keywords go to the model constructor."""
     name, user_args, opts = _parse_call(args, kwargs)
     folder = resolve_model_folder(name, home_path=opts.get("home_path"), url=opts.get("url"),
-                                  sha256=opts.get("sha256"))
+                                  sha256=opts.get("sha256"), size=opts.get("size"))
     iteration = opts.get("specific_iteration", opts.get("load_iteration",
                                                         getattr(user_args, "load_iteration", None)))
     iteration_dir, _ = resolve_load_dir(folder, iteration)
-    config = read_model_config(iteration_dir)
+    config = checked_model_config(read_model_config(iteration_dir), folder, opts.get("overwrite_args") or {})
     if config.get("library") == "transformers" and model_cls is None:
         return _from_transformers(config["model_class"], iteration_dir, user_args)
     model_cls = _pick_class(model_cls, config, iteration_dir)
@@ -165,6 +172,27 @@ def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[
     if device not in (None, "cpu"):
         model.to(device)
     return model, merged
+
+
+def checked_model_config(config: dict, folder: str, overwrite: dict) -> dict:
+    """model_config.json without runtime keys, its `*_path` values inside the checkpoint folder (unless
+    overwrite_args replaces them) and its sizes non-negative integers; otherwise one CheckpointError."""
+    ignored = sorted(k for k in _RUNTIME_KEYS if k in config)
+    if ignored:
+        logger.warning("model_config.json of %s sets %s, which describe a process, not the model: ignored.",
+                       folder, ", ".join(ignored))
+    config = {k: v for k, v in config.items() if k not in _RUNTIME_KEYS}
+    for key, value in config.items():
+        if key.endswith("_path") and isinstance(value, str) and key not in overwrite:
+            if os.path.isabs(value) or ".." in value.replace("\\", "/").split("/"):
+                raise CheckpointError(f"model_config.json of {folder} sets {key}={value!r}, a path outside the "
+                                      f"checkpoint folder; a checkpoint may only refer to its own files — pass "
+                                      f"overwrite_args={{{key!r}: ...}} if you trust it.")
+        if key in _SIZE_KEYS and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                         or value < 0):
+            raise CheckpointError(f"model_config.json of {folder} sets {key}={value!r}; it must be a non-negative "
+                                  "integer — the file is damaged, restore it from the run that wrote it.")
+    return config
 
 
 def _from_transformers(class_name: str, iteration_dir: str, user_args: argparse.Namespace | None):
@@ -271,6 +299,7 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
                     prefix: str) -> torch.nn.Module:
     """Meta-device build + assign from the mmap when every weight is in the checkpoint; else a real build."""
     state, tied = read_weights(iteration_dir)
+    _check_size_fits_weights(args, state, iteration_dir)
     try:
         with torch.device("meta"), _NoInitOnMeta():  # no skip_init: its to_empty() is wasted work on meta
             model = _construct(model_cls, args, kwargs, skip_init=False)
@@ -292,6 +321,21 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
     model = _construct(model_cls, args, kwargs, skip_init=True if trunk_complete else None)
     load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, source=iteration_dir)
     return model
+
+
+def _check_size_fits_weights(args: argparse.Namespace, state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse an architecture far bigger than the weights present (a damaged model_config.json such as
+    num_layers 1e9 would otherwise build for minutes before the missing weights are noticed)."""
+    layers, hidden = getattr(args, "num_layers", None), getattr(args, "hidden_size", None)
+    if not isinstance(layers, int) or not isinstance(hidden, int):
+        return
+    inner = getattr(args, "inner_hidden_size", None) or 4 * hidden
+    trunk = layers * (4 * hidden * hidden + 2 * hidden * inner)  # attention + MLP matrices, the bulk of a layer
+    present = sum(t.numel() for t in state.values())
+    if trunk > 4 * present + 10**6:
+        raise CheckpointError(f"{where}: the architecture asks for about {trunk:,} parameters (num_layers={layers}, "
+                              f"hidden_size={hidden}) but the checkpoint holds {present:,} weights; fix "
+                              "model_config.json (or overwrite_args) to match the weights.")
 
 
 class _NoInitOnMeta(TorchFunctionMode):

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from ..checkpoint_format import TMP_PREFIX, TRAINING_STATE, fsync_path, fsync_tree
+from ..checkpoint_format import TMP_PREFIX, TRAINING_STATE, fsync_path, fsync_tree, save_torch
 from ..errors import CheckpointError
 from . import checkpoint, sharded_state
 
@@ -171,7 +171,7 @@ def write_snapshot(snap: Snapshot, tmp: str) -> None:
     """This rank's files of the checkpoint, fsynced (the main rank's whole folder)."""
     if snap.rng is not None:
         path = os.path.join(tmp, TRAINING_STATE, f"rng_state_{snap.rank}.pth")
-        torch.save(snap.rng, path)
+        save_torch(snap.rng, path)
         fsync_path(path)
     if not snap.main:
         return

@@ -19,8 +19,9 @@ import torch
 
 from ..checkpoint_format import (ARGS_FILE, HF_CONFIG, LATEST, MODEL_CONFIG, OLD_PREFIX, OPTIMIZER, SCALER, SCHEDULER,
                                  TMP_PREFIX, TRAINER_STATE, TRAINING_STATE, atomic_write_text, durable_rename,
-                                 fsync_path, fsync_tree, is_iteration_dir, parse_size, read_weights,
-                                 resolve_load_dir, safe_torch_load, save_model_folder, write_json, write_weights)
+                                 fsync_path, fsync_tree, is_iteration_dir, parse_size, read_json, read_weights,
+                                 resolve_load_dir, safe_torch_load, save_model_folder, save_torch, write_json,
+                                 write_weights)
 from ..errors import CheckpointError
 from ..model.loading import load_state_dict_into
 from . import sharded_state
@@ -160,7 +161,7 @@ def _write_rank_state(accelerator, tmp: str, optimizer, model=None) -> None:
     """Every rank: its RNG states (dropout streams differ per rank) and, if sharded, its optimizer part."""
     rank = accelerator.process_index
     paths = [os.path.join(tmp, TRAINING_STATE, f"rng_state_{rank}.pth")]
-    torch.save(_rng_state(), paths[0])
+    save_torch(_rng_state(), paths[0])
     if _optimizer_is_sharded(accelerator):  # collective: DeepSpeed / DCP write every rank's shard
         sharded_state.save_sharded_state(accelerator, model, optimizer, os.path.join(tmp, TRAINING_STATE))
     for path in paths:
@@ -193,7 +194,7 @@ def write_shared_state(tmp: str, objects: dict[str, Any], extra_state: dict, arg
     """`shared_state` objects plus trainer_state.json and args.json into <tmp>/training_state/."""
     folder = os.path.join(tmp, TRAINING_STATE)
     for name, obj in objects.items():
-        torch.save(obj, os.path.join(folder, name))
+        save_torch(obj, os.path.join(folder, name))
     write_json(os.path.join(folder, TRAINER_STATE), extra_state)
     write_json(os.path.join(folder, ARGS_FILE), vars(args) if args is not None else {})
 
@@ -256,18 +257,39 @@ def load_training_state(accelerator, iteration_dir: str, optimizer, lr_scheduler
         accelerator.scaler.load_state_dict(_torch_load(os.path.join(folder, SCALER)))
     rng_file = os.path.join(folder, f"rng_state_{rank}.pth")
     if os.path.isfile(rng_file):
-        _set_rng_state(_torch_load(rng_file))
+        _set_rng_state_from(rng_file)
     else:
         logger.warning("%s is missing (saved with another world size); rank %d keeps its fresh RNG state, so "
                        "the resumed run is not bit-identical.", rng_file, rank)
-    with open(os.path.join(folder, TRAINER_STATE), encoding="utf-8") as f:
-        return json.load(f)
+    return _read_trainer_state(os.path.join(folder, TRAINER_STATE))
+
+
+def _read_trainer_state(path: str) -> dict:
+    advice = "the checkpoint is incomplete or damaged — load another iteration with --load-iteration N."
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Trainer state {path} is missing; {advice}")
+    state = read_json(path, "Trainer state", advice)
+    if not isinstance(state, dict) or isinstance(state.get("iteration"), bool) \
+            or not isinstance(state.get("iteration"), int):
+        raise CheckpointError(f"Trainer state {path} is not an object with an integer 'iteration'; {advice}")
+    return state
+
+
+def _set_rng_state_from(rng_file: str) -> None:
+    try:
+        _set_rng_state(_torch_load(rng_file))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"RNG state {rng_file} does not hold the random states sat_accel saves ({e!r}); "
+                              "load another iteration with --load-iteration N.") from e
 
 
 def _load_optimizer(optimizer, optimizer_file: str) -> None:
+    saved = _torch_load(optimizer_file)  # an unreadable file is reported as such, not as a mismatch
     try:
-        optimizer.load_state_dict(_torch_load(optimizer_file))
-    except (ValueError, KeyError, RuntimeError) as e:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"Optimizer state {optimizer_file} does not fit this run's parameters ({e}); "
                               "resume with the same model and frozen parameters, or use --mode finetune.") from e
 
