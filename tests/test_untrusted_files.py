@@ -240,8 +240,8 @@ def test_an_hf_config_that_disagrees_with_the_weights_writes_nothing(tmp_path):
     from sat_accel.convert.hf_folder import convert_hf_folder
 
     src = _hf_bert(tmp_path, vocab_size=30)
-    with pytest.raises(CheckpointError, match=r"config.json does not match the weights \(transformer.word_embeddings"
-                                              r".weight is \(20, 8\), config.json implies \(30, 8\)"):
+    with pytest.raises(CheckpointError, match=r"config.json does not match its weights: transformer.word_embeddings"
+                                              r".weight has shape \(20, 8\) but vocab_size=30 implies \(30, 8\)"):
         convert_hf_folder(src, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 

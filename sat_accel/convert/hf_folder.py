@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 
 import torch
 
-from ..checkpoint_format import (HF_CONFIG, LATEST, MODEL_CONFIG, TOKENIZER_DIR, WEIGHTS, WEIGHTS_INDEX, read_json,
-                                 read_safetensors, read_safetensors_index, safe_torch_load, save_model_folder)
+from ..checkpoint_format import (HF_CONFIG, LATEST, MODEL_CONFIG, TOKENIZER_DIR, WEIGHTS, WEIGHTS_INDEX, file_inside,
+                                 read_json, read_safetensors, read_safetensors_index, safe_torch_load,
+                                 save_model_folder)
 from ..errors import CheckpointError
 from .dispatch import family_of, hf_to_sat_checkpoint
+from .shape_check import check_shapes_fit_config
 
 HF_PICKLE_WEIGHTS = "pytorch_model.bin"
 HF_WEIGHT_FILES = (WEIGHTS, WEIGHTS_INDEX, HF_PICKLE_WEIGHTS)
@@ -55,7 +56,8 @@ def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> 
                               "restore the folder's config.json from where the model came from.")
     family_of(hf_config)  # an unsupported model_type fails before the weights are read
     config, state = hf_to_sat_checkpoint(hf_config, read_hf_weights(src))
-    check_shapes_fit_config(config, state, src)  # before writing: a folder that cannot load is never made
+    # before writing: a folder that cannot load is never made
+    check_shapes_fit_config(config, state, src, hf_config.get("model_type", ""))
     tokenizer = {os.path.join(TOKENIZER_DIR, name): os.path.join(src, name) for name in HF_TOKENIZER_FILES
                  if os.path.isfile(os.path.join(src, name))}
     if tokenizer:  # portable: from_pretrained resolves it inside the folder (loading.resolve_tokenizer_type)
@@ -63,29 +65,28 @@ def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> 
     return save_model_folder(dst, state, config, max_shard_size, extra_files=tokenizer)
 
 
-def check_shapes_fit_config(config: dict, state: dict[str, torch.Tensor], src: str) -> None:
-    """The converted weights have the sizes config.json declares: layer count, embedding and attention shapes."""
-    hidden, vocab, layers = config.get("hidden_size"), config.get("vocab_size"), config.get("num_layers")
-    expected = {"transformer.word_embeddings.weight": (vocab, hidden)}
-    expected.update({f"transformer.layers.{i}.attention.dense.weight": (hidden, hidden) for i in range(layers or 0)})
-    problems = [f"{key} is {tuple(state[key].shape)}, config.json implies {shape}"
-                for key, shape in expected.items() if key in state and tuple(state[key].shape) != shape]
-    found = {int(m.group(1)) for key in state if (m := re.match(r"transformer\.layers\.(\d+)\.", key))}
-    if layers is not None and found and len(found) != layers:
-        problems.append(f"the weights have {len(found)} layers, config.json says {layers}")
-    if problems:
-        raise CheckpointError(f"{src}: config.json does not match the weights ({'; '.join(problems[:5])}); use the "
-                              "config.json that came with these weights.")
-
-
 def source_fingerprint(folder: str) -> str:
-    """Identifies a transformers folder's content: config.json and weight index bytes, weight file size/date."""
+    """Identifies a transformers folder's content, so an edited source is converted again: the bytes of the
+    small files (config.json, the weight index, tokenizer files) and the size and modification time of every
+    weight file (hashing gigabytes of weights on each load would cost more than converting again)."""
     digest = hashlib.sha256()
-    for name in (HF_CONFIG, WEIGHTS_INDEX):
+    for name in (HF_CONFIG, WEIGHTS_INDEX, *HF_TOKENIZER_FILES):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             with open(path, "rb") as f:
-                digest.update(name.encode() + b"\0" + f.read())
-    stat = os.stat(hf_weights_file(folder))
-    digest.update(f"{stat.st_size}|{stat.st_mtime_ns}".encode())
+                digest.update(name.encode() + b"\0" + f.read() + b"\0")
+    for path in _weight_files(folder):
+        stat = os.stat(path)
+        digest.update(f"{os.path.basename(path)}|{stat.st_size}|{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()[:12]
+
+
+def _weight_files(folder: str) -> list[str]:
+    """The weight files a conversion of `folder` reads: the shards an index names, else the one file."""
+    index = os.path.join(folder, WEIGHTS_INDEX)
+    if not os.path.isfile(index):
+        return [hf_weights_file(folder)]
+    weight_map = read_json(index, "Hugging Face weight index", "restore it from where the model came from.")
+    names = weight_map.get("weight_map", {}).values() if isinstance(weight_map, dict) else ()
+    return [file_inside(folder, name, index) for name in sorted(set(names)) if isinstance(name, str)
+            and os.path.isfile(os.path.join(folder, name))]
