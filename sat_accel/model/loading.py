@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 from ..checkpoint_format import read_model_config, read_weights, resolve_config_paths, resolve_load_dir
 from ..errors import CheckpointError
 from ..hub import resolve_model_folder
+from .config_checks import check_sizes_fit_weights
 from .mixin_base import is_mixin_parameter
 from .registry import get_model_class, registered_models
 
@@ -138,7 +139,8 @@ def _get(model: torch.nn.Module, name: str) -> torch.Tensor:
 _OPTIONS = ("home_path", "url", "prefix", "build_only", "overwrite_args", "specific_iteration",
             "load_iteration", "sha256", "size", "use_node_group")
 # Facts about the process that loads, never about the model: a checkpoint's value for them is ignored.
-_RUNTIME_KEYS = ("device", "rank", "world_size", "local_rank", "cuda")
+_RUNTIME_KEYS = ("device", "rank", "world_size", "local_rank", "cuda", "mode", "fp16", "bf16", "half_weights",
+                 "skip_init", "use_gpu_initialization")
 # Architecture sizes model_config.json may set; each must be a non-negative integer.
 _SIZE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
               "inner_hidden_size", "hidden_size_per_attention_head", "num_multi_query_heads")
@@ -299,7 +301,8 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
                     prefix: str) -> torch.nn.Module:
     """Meta-device build + assign from the mmap when every weight is in the checkpoint; else a real build."""
     state, tied = read_weights(iteration_dir)
-    _check_size_fits_weights(args, state, iteration_dir)
+    if hasattr(model_cls, "merge_model_config"):  # a BaseModel: its trunk's size follows from args
+        check_sizes_fit_weights(args, state, iteration_dir)
     try:
         with torch.device("meta"), _NoInitOnMeta():  # no skip_init: its to_empty() is wasted work on meta
             model = _construct(model_cls, args, kwargs, skip_init=False)
@@ -321,21 +324,6 @@ def _build_and_load(model_cls: type, args: argparse.Namespace, kwargs: dict, ite
     model = _construct(model_cls, args, kwargs, skip_init=True if trunk_complete else None)
     load_state_dict_into(model, state, mode=mode, prefix=prefix, tied=tied, source=iteration_dir)
     return model
-
-
-def _check_size_fits_weights(args: argparse.Namespace, state: dict[str, torch.Tensor], where: str) -> None:
-    """Refuse an architecture far bigger than the weights present (a damaged model_config.json such as
-    num_layers 1e9 would otherwise build for minutes before the missing weights are noticed)."""
-    layers, hidden = getattr(args, "num_layers", None), getattr(args, "hidden_size", None)
-    if not isinstance(layers, int) or not isinstance(hidden, int):
-        return
-    inner = getattr(args, "inner_hidden_size", None) or 4 * hidden
-    trunk = layers * (4 * hidden * hidden + 2 * hidden * inner)  # attention + MLP matrices, the bulk of a layer
-    present = sum(t.numel() for t in state.values())
-    if trunk > 4 * present + 10**6:
-        raise CheckpointError(f"{where}: the architecture asks for about {trunk:,} parameters (num_layers={layers}, "
-                              f"hidden_size={hidden}) but the checkpoint holds {present:,} weights; fix "
-                              "model_config.json (or overwrite_args) to match the weights.")
 
 
 class _NoInitOnMeta(TorchFunctionMode):
