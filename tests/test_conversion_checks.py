@@ -65,6 +65,9 @@ def test_matching_vit_converts(tmp_path):
     (lambda f, **c: _save(hf_causal_lm("llama-gqa"), f, **c), {"num_key_value_heads": 3},
      r"query_key_value.weight has shape \(80, 48\) but num_attention_heads=6, hidden_size=48, "
      r"num_key_value_heads=3 implies \(96, 48\)"),
+    (lambda f, **c: _save(hf_causal_lm("qwen2"), f, **c), {"num_key_value_heads": 4},  # = heads: no grouping
+     r"query_key_value.weight has shape \(64, 32\) but num_attention_heads=4, hidden_size=32, "
+     r"num_key_value_heads=4 implies \(96, 32\)"),
 ])
 def test_a_config_that_disagrees_with_its_weights_writes_nothing(tmp_path, build, changes, message):
     src = build(tmp_path / "hf", **changes)

@@ -57,7 +57,7 @@ def convert_hf_folder(src: str, dst: str, max_shard_size: int | str = "5GB") -> 
     family_of(hf_config)  # an unsupported model_type fails before the weights are read
     config, state = hf_to_sat_checkpoint(hf_config, read_hf_weights(src))
     # before writing: a folder that cannot load is never made
-    check_shapes_fit_config(config, state, src, hf_config.get("model_type", ""))
+    check_shapes_fit_config(config, state, src, hf_config)
     tokenizer = {os.path.join(TOKENIZER_DIR, name): os.path.join(src, name) for name in HF_TOKENIZER_FILES
                  if os.path.isfile(os.path.join(src, name))}
     if tokenizer:  # portable: from_pretrained resolves it inside the folder (loading.resolve_tokenizer_type)

@@ -25,13 +25,15 @@ _HF_NAMES = {
 Dim = tuple[int, tuple[str, ...]]  # expected size, and the SAT config keys it follows from
 
 
-def check_shapes_fit_config(config: dict, state: dict[str, torch.Tensor], src: str, model_type: str = "") -> None:
+def check_shapes_fit_config(config: dict, state: dict[str, torch.Tensor], src: str, hf_config: dict) -> None:
     """Raise CheckpointError when a converted tensor's shape or the layer count disagrees with `config`
-    (the SAT args converted from config.json)."""
-    names = {**_HF_NAMES["default"], **_HF_NAMES.get(model_type, {})}
+    (the SAT args converted from `hf_config`, whose names and values the message shows)."""
+    names = {**_HF_NAMES["default"], **_HF_NAMES.get(hf_config.get("model_type", ""), {})}
 
     def shown(keys: tuple[str, ...]) -> str:
-        return ", ".join(f"{names.get(k, k)}={config.get(k)}" for k in keys)
+        pairs = [(names.get(k, k), k) for k in keys]
+        return ", ".join(f"{hf}={hf_config[hf] if hf in hf_config else config.get(k)}" for hf, k in pairs
+                         if hf in hf_config or config.get(k))
 
     layers = config.get("num_layers")
     found = {int(m.group(1)) for key in state if (m := re.match(r"transformer\.layers\.(\d+)\.", key))}
@@ -67,8 +69,7 @@ def _expected(config: dict, layer_ids: list[int]) -> Iterator[tuple[str, tuple[D
         yield "transformer.position_embeddings.weight", ((config["max_sequence_length"], ("max_sequence_length",)), h)
     if isinstance(config.get("num_types"), int):
         yield "mixins.bert-type.type_embeddings.weight", ((config["num_types"], ("num_types",)), h)
-    kv_keys = ("num_multi_query_heads",) if config.get("num_multi_query_heads") else ()
-    qkv: Dim = ((heads + 2 * kv_heads) * head_dim, head_keys + kv_keys)
+    qkv: Dim = ((heads + 2 * kv_heads) * head_dim, head_keys + ("num_multi_query_heads",))
     for i in layer_ids:
         layer = f"transformer.layers.{i}."
         yield f"{layer}attention.query_key_value.weight", (qkv, h)

@@ -149,8 +149,9 @@ _SIZE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", 
 def from_pretrained(model_cls: type | None, *args: Any, **kwargs: Any) -> tuple[torch.nn.Module, argparse.Namespace]:
     """Build `model_cls` (None: the class named in model_config.json) and load a checkpoint -> (model, args).
 
-    Accepts `(args, name)` and `(name, args=None)`; options home_path, url, sha256, prefix, build_only,
-    overwrite_args, specific_iteration/load_iteration; other keywords go to the model constructor."""
+    Accepts `(args, name)` and `(name, args=None)`; options home_path, url, sha256, size (byte count of the
+    url's download), prefix, build_only, overwrite_args, specific_iteration/load_iteration; other keywords go
+    to the model constructor."""
     name, user_args, opts = _parse_call(args, kwargs)
     folder = resolve_model_folder(name, home_path=opts.get("home_path"), url=opts.get("url"),
                                   sha256=opts.get("sha256"), size=opts.get("size"))
