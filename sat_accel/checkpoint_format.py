@@ -138,17 +138,14 @@ def safe_torch_load(path: str, *, what: str, advice: str, allowed_globals: Itera
             with torch.serialization.safe_globals(list(allowed_globals)):  # torch's old, non-zip format
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except Exception as e:  # noqa: BLE001 - UnpicklingError for foreign globals, RuntimeError/EOFError for damage
-        raise CheckpointError(f"Cannot read {what} {path} safely ({type(e).__name__}: {_load_failure(e)}); "
-                              f"{advice}") from e
-
-
-def _load_failure(error: Exception) -> str:
-    """The informative line of torch.load's error: for a refused pickle, the global it would have run."""
-    text = str(error)
-    match = re.search(r"GLOBAL ([\w.]+)", text)
-    if match:
-        return f"it would load the global {match.group(1)}, which safe loading refuses: a pickle that runs code"
-    return text.splitlines()[0][:200] if text else ""
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if refused:  # torch names the global deep inside a long message: say it, and what to do, up front
+            raise CheckpointError(f"Refused to load {what} {path}: it would load the global {refused.group(1)}, "
+                                  "which safe loading refuses: a pickle that runs code — nothing from it ran; get "
+                                  "a copy holding only tensors and plain data (e.g. safetensors) from a source you "
+                                  "trust.") from e
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CheckpointError(f"Cannot read {what} {path} safely ({type(e).__name__}: {detail}); {advice}") from e
 
 
 def read_json(path: str, what: str, advice: str) -> Any:

@@ -1,6 +1,5 @@
 """model_config.json against its weights and the loading process (docs/checkpoints.md, "Loading and conversion
 checks"): runtime keys are the caller's, absurd sizes are refused before building, naming the key."""
-import json
 import os
 import time
 
@@ -50,3 +49,18 @@ def test_absurd_sizes_are_refused_before_building_naming_the_key(bert, tmp_path,
 def test_a_config_that_fits_its_weights_is_not_refused(bert, tmp_path):
     model, _ = AutoModel.from_pretrained(_folder(bert, tmp_path))  # the floor never exceeds a real checkpoint
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in bert.parameters())
+
+
+@pytest.mark.parametrize("old_format", [False, True])
+def test_a_refused_pickle_names_file_and_global_and_what_to_do(bert, tmp_path, old_format):
+    folder = tmp_path / "evil"
+    (folder / "1").mkdir(parents=True)
+    (folder / "latest").write_text("1")
+    torch.save({"module": bert.state_dict(), "payload": os.system}, folder / "1" / "mp_rank_00_model_states.pt",
+               _use_new_zipfile_serialization=not old_format)
+    with pytest.raises(CheckpointError) as err:
+        BertModel.from_pretrained(str(folder))
+    assert str(err.value) == (
+        f"Refused to load legacy checkpoint {folder}/1/mp_rank_00_model_states.pt: it would load the global "
+        "posix.system, which safe loading refuses: a pickle that runs code — nothing from it ran; get a copy "
+        "holding only tensors and plain data (e.g. safetensors) from a source you trust.")

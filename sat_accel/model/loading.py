@@ -182,8 +182,8 @@ def checked_model_config(config: dict, folder: str, overwrite: dict) -> dict:
     overwrite_args replaces them) and its sizes non-negative integers; otherwise one CheckpointError."""
     ignored = sorted(k for k in _RUNTIME_KEYS if k in config)
     if ignored:
-        logger.warning("model_config.json of %s sets %s, which describe a process, not the model: ignored.",
-                       folder, ", ".join(ignored))
+        logger.warning("model_config.json of %s sets %s (how the loading process runs, not what the model is): "
+                       "ignored.", folder, ", ".join(ignored))
     config = {k: v for k, v in config.items() if k not in _RUNTIME_KEYS}
     for key, value in config.items():
         if key.endswith("_path") and isinstance(value, str) and key not in overwrite:
