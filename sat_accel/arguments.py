@@ -265,12 +265,17 @@ def _deepspeed_problems(args: argparse.Namespace) -> list[str]:
 
 def _apply_launcher_env(args: argparse.Namespace) -> None:
     """rank / world_size / local_rank / device from torchrun / accelerate launch variables."""
-    args.rank = int(os.environ.get("RANK", 0))
-    args.world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if args.local_rank is None:
-        args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if args.local_rank is None else args.local_rank
     args.cuda = torch.cuda.is_available()
-    args.device = f"cuda:{args.local_rank}" if args.cuda else "cpu"
+    record_launch_facts(args, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), local_rank,
+                        f"cuda:{local_rank}" if args.cuda else "cpu")
+
+
+def record_launch_facts(args: argparse.Namespace, rank: int, world_size: int, local_rank: int, device: str) -> None:
+    """The one writer of SAT's launch facts on args. get_args records them from the launcher's environment (SAT
+    scripts read args.rank before any accelerator exists); training_main records them again from the Accelerator
+    it built (the same values, checked by check_world_size, and args a user made by hand get them too)."""
+    args.rank, args.world_size, args.local_rank, args.device = rank, world_size, local_rank, device
 
 
 _last_seed = {"seed": 1234}  # what reset_random_seed(scale) multiplies (SAT keeps it in a global too)

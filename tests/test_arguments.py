@@ -131,3 +131,25 @@ def test_world_size_mismatch_is_an_error(monkeypatch):
     with pytest.raises(ConfigError, match="--multi_gpu --num_processes N"):
         check_world_size(SimpleNamespace(num_processes=1))
     check_world_size(SimpleNamespace(num_processes=2))
+
+
+def test_launch_facts_have_one_writer():
+    """rank / world_size / local_rank / device are assigned on args in one function only (issue 14: args is not a
+    blackboard); get_args and build_accelerator both call it."""
+    import ast
+    from pathlib import Path
+
+    facts = {"rank", "world_size", "local_rank", "device"}
+    writers = set()
+    root = Path(__file__).resolve().parent.parent / "sat_accel"
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            for node in ast.walk(func):
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                for target in targets:
+                    for leaf in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                        if isinstance(leaf, ast.Attribute) and leaf.attr in facts and \
+                                isinstance(leaf.value, ast.Name) and leaf.value.id == "args":
+                            writers.add((path.name, func.name))
+    assert writers == {("arguments.py", "record_launch_facts")}

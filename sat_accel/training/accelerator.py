@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType
 
+from ..arguments import record_launch_facts
 from ..errors import ConfigError
 from . import deepspeed_config
 
@@ -98,9 +99,8 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
     GradientState._reset_state()
     accelerator = Accelerator(**kwargs)
     check_world_size(accelerator)
-    args.rank, args.world_size = accelerator.process_index, accelerator.num_processes
-    args.local_rank = accelerator.local_process_index
-    args.device = str(accelerator.device)
+    record_launch_facts(args, accelerator.process_index, accelerator.num_processes,
+                        accelerator.local_process_index, str(accelerator.device))
     return accelerator
 
 
