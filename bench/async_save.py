@@ -4,7 +4,8 @@ training_main trains sat_accel's BertModel at BERT-base size (12 layers, hidden 
 133M parameters, AdamW: a 1.5 GB checkpoint with training state) on tiny batches, saving every
 --save-interval iterations; runs with and without --async-save alternate. forward_step stamps every
 iteration; stall per save = the saving iteration's time minus the median iteration time. Also reported: how
-much slower the iterations are while a background write runs (the writer shares the CPU with training).
+much slower the iterations are while a background write runs (the writer shares the CPU with training), and
+the time the loop spends inside save() (the same stall without the iteration-to-iteration noise).
 
     python bench/async_save.py --rounds 2 --iters 60 --save-interval 20
 """
@@ -41,8 +42,23 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i]}
 
 
+def timed_saves(durations: list[float]):
+    """Wrap the loop's save() so that the time the training loop spends inside it is recorded."""
+    from sat_accel.training import loop
+
+    inner = loop.save
+
+    def save(run, training):
+        start = time.perf_counter()
+        inner(run, training)
+        durations.append(time.perf_counter() - start)
+    return loop, inner, save
+
+
 def run(o, asynchronous: bool) -> dict:
     stamps: list[float] = []
+    in_save: list[float] = []
+    loop, inner, wrapped = timed_saves(in_save)
 
     def forward_step(data_iterator, model, args, timers):
         stamps.append(time.perf_counter())
@@ -57,9 +73,11 @@ def run(o, asynchronous: bool) -> dict:
             "--num-workers", "0", "--log-interval", str(o.iters), "--save", root, "--save-interval",
             str(o.save_interval), "--save-total-limit", "1", "--no-progress", "--summary-dir", root]
             + (["--async-save"] if asynchronous else []))
+        loop.save = wrapped
         training_main(args, BertModel, forward_step, lambda path, a: Tokens(o.iters + 2, o.seq))
         end = time.perf_counter()
     finally:
+        loop.save = inner
         shutil.rmtree(root, ignore_errors=True)
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]  # gaps[i]: iteration i+1 (1-based) and what follows it
     saving = [i - 1 for i in range(o.save_interval, o.iters, o.save_interval)]
@@ -68,6 +86,7 @@ def run(o, asynchronous: bool) -> dict:
     median = statistics.median(plain)
     after = [statistics.mean(gaps[i + 1:i + 6]) for i in saving]
     return {"median_iter_s": median, "stalls_s": [gaps[i] - median for i in saving],
+            "in_save_s": in_save[:len(saving)],
             "next5_iter_over_median": [a / median for a in after], "end_wait_s": end - stamps[-1]}
 
 
@@ -87,9 +106,10 @@ def main(argv=None) -> None:
         for name in (["sync", "async"] if r % 2 == 0 else ["async", "sync"]):
             results[name].append(run(o, name == "async"))
             print(f"[round {r}] {name}: {results[name][-1]}", flush=True)
-    stall = {k: statistics.median(s for x in v for s in x["stalls_s"]) for k, v in results.items()}
-    print(f"median stall per save: sync {stall['sync']:.2f} s, async {stall['async']:.2f} s, "
-          f"async/sync {stall['async'] / stall['sync']:.3f}", flush=True)
+    for key in ("stalls_s", "in_save_s"):
+        stall = {k: statistics.median(s for x in v for s in x[key]) for k, v in results.items()}
+        print(f"median {key} per save: sync {stall['sync']:.2f} s, async {stall['async']:.2f} s, "
+              f"async/sync {stall['async'] / stall['sync']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

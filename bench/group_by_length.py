@@ -127,8 +127,8 @@ def run_trainer(data: dict, opts, tmp: Path) -> dict:
     targs = TrainingArguments(
         output_dir=str(tmp / "trainer"), max_steps=opts.steps, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.eval_batch_size, learning_rate=args.lr, lr_scheduler_type="cosine",
-        warmup_ratio=args.warmup, weight_decay=args.weight_decay, max_grad_norm=args.gradient_clipping,
-        group_by_length=True, length_column_name="length", eval_strategy="steps" if opts.eval_every else "no",
+        warmup_steps=round(args.warmup * opts.steps), weight_decay=args.weight_decay, max_grad_norm=args.gradient_clipping,
+        train_sampling_strategy="group_by_length", length_column_name="length", eval_strategy="steps" if opts.eval_every else "no",
         eval_steps=opts.eval_every or None, save_strategy="no", report_to=[], disable_tqdm=True, logging_strategy="no",
         dataloader_num_workers=args.num_workers, seed=args.seed, use_cpu=True)
     collator = DataCollatorWithPadding(ex.get_tokenizer(args), pad_to_multiple_of=8)
