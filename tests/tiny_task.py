@@ -85,6 +85,27 @@ def read_metrics(path) -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
+def worker_args(argv: list[str], default_model: str):
+    """Start of a launched test script: takes `--out DIR` and `--model NAME` (a class of this module) off the
+    command line and parses the rest with get_args, metrics under DIR. Returns (args, out, model class)."""
+    from sat_accel import get_args
+
+    argv = list(argv)
+    out = _pop_flag(argv, "--out")
+    model_name = _pop_flag(argv, "--model") or default_model
+    args = get_args(argv + ["--summary-dir", out, "--experiment-name", "run", "--no-progress"])
+    return args, out, globals()[model_name]
+
+
+def _pop_flag(argv: list[str], flag: str) -> str | None:
+    if flag not in argv:
+        return None
+    at = argv.index(flag)
+    value = argv[at + 1]
+    del argv[at:at + 2]
+    return value
+
+
 def finish_worker(args, model, out) -> None:
     """End of a launched test script: rank 0 writes <out>/final.safetensors and <out>/DONE, every rank
     meets at a barrier and leaves with os._exit(0), because gloo can abort at interpreter exit."""

@@ -7,21 +7,15 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import tiny_task  # noqa: E402
-from sat_accel import get_args, training_main  # noqa: E402
+from sat_accel import training_main  # noqa: E402
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    out = argv[argv.index("--out") + 1]
-    argv = argv[: argv.index("--out")] + argv[argv.index("--out") + 2:]
-    model_name = "TinyTransformer"
-    if "--model" in argv:
-        model_name = argv[argv.index("--model") + 1]
-        argv = argv[: argv.index("--model")] + argv[argv.index("--model") + 2:]
-    args = get_args(argv + ["--summary-dir", out, "--experiment-name", "run", "--no-progress"])
-    model = training_main(args, getattr(tiny_task, model_name), tiny_task.forward_step, tiny_task.create_dataset,
+    args, out, model_cls = tiny_task.worker_args(sys.argv[1:], "TinyTransformer")
+    model = training_main(args, model_cls, tiny_task.forward_step, tiny_task.create_dataset,
                           forward_step_eval=tiny_task.forward_step_eval, handle_metrics_function=tiny_task.handle_metrics)
     tiny_task.finish_worker(args, model, out)
+
 
 if __name__ == "__main__":
     main()
