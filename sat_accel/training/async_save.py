@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,7 +29,6 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint_format import TMP_PREFIX, TRAINING_STATE, fsync_path, fsync_tree, save_torch
-from ..errors import CheckpointError
 from . import checkpoint, sharded_state
 
 logger = logging.getLogger(__name__)
@@ -146,25 +144,15 @@ class AsyncCheckpointer:
 
     def _agreed_step(self, step: str, action: Callable[[], Any], snap: Snapshot, tmp: str) -> None:
         """Run `action`, then agree over the side group; any rank's failure fails the step everywhere."""
-        error: Exception | None = None
-        try:
-            action()
-        except Exception as e:  # noqa: BLE001 - every rank must hear about it before anyone raises
-            error = e
-        flags = [error is not None]
-        if self.group is not None:
+        def any_rank_failed(failed_here: bool) -> bool:
+            if self.group is None:
+                return failed_here
             flags = [None] * dist.get_world_size(self.group)
-            dist.all_gather_object(flags, error is not None, group=self.group)
-        if not any(flags):
-            return
-        if snap.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if error is not None and not isinstance(error, OSError):
-            raise error
-        reason = f"{error.strerror or error}: {error.filename}" if error is not None else "another rank failed"
-        raise CheckpointError(f"Saving checkpoint {snap.iteration} into {snap.run_dir} in the background failed "
-                              f"while {step} ({reason}); free disk space or fix permissions and retry — the "
-                              "previous checkpoint is untouched.") from error
+            dist.all_gather_object(flags, failed_here, group=self.group)
+            return any(flags)
+
+        checkpoint.run_agreed_step(step, action, any_rank_failed, snap.main, snap.run_dir, snap.iteration, tmp,
+                                   where=" in the background")
 
 
 def write_snapshot(snap: Snapshot, tmp: str) -> None:

@@ -122,21 +122,31 @@ def _collective_step(accelerator, step: str, action, run_dir: str, iteration: in
     """Run `action` on every rank, then a barrier that raises everywhere if any rank failed (no hangs)."""
     from accelerate.utils import gather_object
 
+    def any_rank_failed(failed_here: bool) -> bool:
+        return any(gather_object([failed_here])) if accelerator.num_processes > 1 else failed_here
+
+    run_agreed_step(step, action, any_rank_failed, accelerator.is_main_process, run_dir, iteration, tmp)
+
+
+def run_agreed_step(step: str, action, any_rank_failed, main: bool, run_dir: str, iteration: int, tmp: str,
+                    where: str = "") -> None:
+    """Run `action` on this rank; `any_rank_failed(failed_here)` is the collective every rank calls. If any rank
+    failed, the main process removes `tmp` and every rank raises: the error itself, or one CheckpointError sentence
+    for a full disk / permissions / another rank's failure. `where` qualifies the save (" in the background")."""
     error: Exception | None = None
     try:
         action()
     except Exception as e:  # noqa: BLE001 - every rank must hear about it before anyone raises
         error = e
-    failed = gather_object([error is not None]) if accelerator.num_processes > 1 else [error is not None]
-    if not any(failed):
+    if not any_rank_failed(error is not None):
         return
-    if accelerator.is_main_process:
+    if main:
         shutil.rmtree(tmp, ignore_errors=True)
     if error is not None and not isinstance(error, OSError):
         raise error
     reason = f"{error.strerror or error}: {error.filename}" if error is not None else "another rank failed"
-    raise CheckpointError(f"Saving checkpoint {iteration} into {run_dir} failed while {step} ({reason}); free "
-                          "disk space or fix permissions and retry — the previous checkpoint is untouched.") \
+    raise CheckpointError(f"Saving checkpoint {iteration} into {run_dir}{where} failed while {step} ({reason}); "
+                          "free disk space or fix permissions and retry — the previous checkpoint is untouched.") \
         from error
 
 
