@@ -2,16 +2,19 @@
 torch_compile=True), same model (sat_accel BertModel + MLM loss), batches, fused AdamW and clipping; runners
 alternate within each round. Per-step time = median gap between consecutive step starts after a warm-up (sat:
 stamped at forward_step entry; Trainer: on_step_begin); compile time = first step's time minus that median
-(Inductor's caches are disabled, so every compiled runner compiles from scratch).
+(Inductor's caches are disabled, so every compiled runner compiles from scratch). With --isolate every run is a
+fresh process of this script (no compiler state warmed by an earlier runner: fair compile times).
 
-    python bench/compile_step.py --rounds 2 [--layers 4 --hidden 256 --seq 128 --batch 16 --steps 30]
+    python bench/compile_step.py --rounds 2 [--layers 4 --hidden 256 --seq 128 --batch 16 --steps 30] [--isolate]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +113,14 @@ RUNNERS = {"sat_eager": sat_runner(False), "sat_compiled": sat_runner(True),
            "trainer_eager": trainer_runner(False), "trainer_compiled": trainer_runner(True)}
 
 
+def isolated(o, name: str) -> dict:
+    """One runner in a fresh process of this script, with the same sizes."""
+    flags = [f"--{k}={getattr(o, k)}" for k in ("layers", "hidden", "seq", "batch", "vocab", "steps", "threads")]
+    out = subprocess.run([sys.executable, __file__, *flags, "--runners", name, "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
@@ -121,16 +132,21 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runners", nargs="+", default=list(RUNNERS))
+    parser.add_argument("--isolate", action="store_true", help="run every runner in a fresh process")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # --isolate's child: print the result
     o = parser.parse_args(argv)
     torch.set_num_threads(o.threads)
     logging.getLogger("sat_accel").setLevel(logging.WARNING)
+    if o.json:
+        print(json.dumps(RUNNERS[o.runners[0]](o)), flush=True)
+        return
     rounds = []
     for r in range(o.rounds):
         names = o.runners if r % 2 == 0 else o.runners[::-1]
         row = {}
         for name in names:
             torch._dynamo.reset()
-            row[name] = RUNNERS[name](o)
+            row[name] = isolated(o, name) if o.isolate else RUNNERS[name](o)
             print(f"[round {r}] {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row[name].items()), flush=True)
         rounds.append(row)
     med = {n: {k: statistics.median(r[n][k] for r in rounds) for k in rounds[0][n]} for n in o.runners}

@@ -282,6 +282,10 @@ def main() -> None:
             model_cls, step, step_eval = tiny_task.TinyTransformer, tiny_task.forward_step, tiny_task.forward_step_eval
         model = training_main(args, model_cls, _faulty(step, fault, fault_rank, fault_iter), tiny_task.create_dataset,
                               forward_step_eval=step_eval, handle_metrics_function=tiny_task.handle_metrics)
+        if args.compile and args.rank == 0:  # tests/test_compile_distributed.py reads it
+            from torch._dynamo.utils import counters
+
+            Path(out, "graph_breaks.json").write_text(json.dumps(dict(counters["graph_break"])))
         tiny_task.finish_worker(args, model, out)
 
 

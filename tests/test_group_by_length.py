@@ -14,7 +14,7 @@ import tiny_task
 from launch import assert_same_training, run_tiny
 from sat_accel import get_args, training_main
 from sat_accel.data.collate import PadToLongest
-from sat_accel.data.grouping import LengthGroupedStream, example_lengths
+from sat_accel.data.grouping import LengthGroupedStream, example_lengths, padding_efficiency as efficiency
 from sat_accel.data.mixture import MixtureStream
 from sat_accel.data.sampler import ShuffledStream, StreamBatchSampler
 from sat_accel.data.splits import split_dataset
@@ -202,6 +202,20 @@ def test_an_epoch_sees_the_same_examples_with_less_padding(tmp_path, sat_log):
     longest = [max(len(data.ids[i]) for i in b) for b in grouped_]
     assert np.mean(longest) < 0.8 * np.mean([max(len(data.ids[i]) for i in b) for b in plain])
     assert "--group-by-length: 200 examples" in sat_log.text
+    assert "saves little padding" not in sat_log.text
+
+
+def test_the_padding_estimate_matches_the_batches_and_warns_when_grouping_saves_little(tmp_path, sat_log):
+    plain, by_length = ShuffledStream(N, 7), grouped(global_batch=32, window=5)
+    for stream in (plain, by_length):  # what the log reports: the first window, in per-rank batches
+        assert efficiency(stream, LENGTHS, 16, 160) == pytest.approx(padding_efficiency(
+            batches(stream, 16, count=10), multiple=1))
+    assert efficiency(by_length, LENGTHS, 16, 160) > efficiency(plain, LENGTHS, 16, 160) + 0.3
+    args = get_args(TOKENS + ["--summary-dir", str(tmp_path), "--train-iters", "1", "--batch-size", "8",
+                              "--group-by-length"])
+    training_main(args, tiny_task.TinyTokenModel, tiny_task.forward_step_tokens, tiny_task.create_token_dataset,
+                  length_function=lambda example: 12)  # all alike: nothing to group
+    assert "saves little padding on this data (real tokens 100.0% of the padded batch ungrouped" in sat_log.text
 
 
 def test_grouped_resume_is_exact(tmp_path):

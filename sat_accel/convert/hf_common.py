@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import torch
 
@@ -47,3 +48,13 @@ def warn_leftovers(state: dict, what: str) -> None:
     """Log weights no rule consumed (they are not converted)."""
     if state:
         logger.warning("%s: ignored %d unrecognised weights: %s", what, len(state), ", ".join(sorted(state)[:20]))
+
+
+def layer_pairs(num_layers: int, hf_layer: str, names: dict[str, str],
+                params: tuple[str, ...] = ("weight", "bias")) -> Iterator[tuple[str, str]]:
+    """(sat key, hf key) of every layer's 1:1 tensors: ``names`` maps a sat module path inside
+    ``transformer.layers.{i}`` to its HF path inside ``{hf_layer}{i}``, for each of ``params``."""
+    for i in range(num_layers):
+        for sat_name, hf_name in names.items():
+            for p in params:
+                yield f"transformer.layers.{i}.{sat_name}.{p}", f"{hf_layer}{i}.{hf_name}.{p}"

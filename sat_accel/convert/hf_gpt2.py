@@ -9,7 +9,7 @@ from typing import Iterator
 
 import torch
 
-from .hf_common import check_hf_config, check_layer_count, require, take, warn_leftovers
+from .hf_common import check_hf_config, check_layer_count, layer_pairs, require, take, warn_leftovers
 
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older checkpoints
@@ -38,19 +38,16 @@ def hf_gpt2_config_to_args(hf_config: dict) -> dict:
     }
 
 
+_LAYER = {"input_layernorm": "ln_1", "post_attention_layernorm": "ln_2", "attention.query_key_value": "attn.c_attn",
+          "attention.dense": "attn.c_proj", "mlp.dense_h_to_4h": "mlp.c_fc", "mlp.dense_4h_to_h": "mlp.c_proj"}
+
+
 def _pairs(num_layers: int) -> Iterator[tuple[str, str]]:
     yield "transformer.word_embeddings.weight", "wte.weight"
     yield "transformer.position_embeddings.weight", "wpe.weight"
     for p in ("weight", "bias"):
         yield f"transformer.final_layernorm.{p}", f"ln_f.{p}"
-        for i in range(num_layers):
-            sat, hf = f"transformer.layers.{i}.", f"h.{i}."
-            yield f"{sat}input_layernorm.{p}", f"{hf}ln_1.{p}"
-            yield f"{sat}post_attention_layernorm.{p}", f"{hf}ln_2.{p}"
-            yield f"{sat}attention.query_key_value.{p}", f"{hf}attn.c_attn.{p}"
-            yield f"{sat}attention.dense.{p}", f"{hf}attn.c_proj.{p}"
-            yield f"{sat}mlp.dense_h_to_4h.{p}", f"{hf}mlp.c_fc.{p}"
-            yield f"{sat}mlp.dense_4h_to_h.{p}", f"{hf}mlp.c_proj.{p}"
+    yield from layer_pairs(num_layers, "h.", _LAYER)
 
 
 def _flip(key: str, tensor: torch.Tensor) -> torch.Tensor:

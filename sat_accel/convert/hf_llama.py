@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 
 from ..errors import CheckpointError
-from .hf_common import check_hf_config, check_layer_count, require, take, warn_leftovers
+from .hf_common import check_hf_config, check_layer_count, layer_pairs, require, take, warn_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +70,16 @@ def hf_llama_config_to_args(hf_config: dict) -> dict:
     }
 
 
+_LAYER = {"input_layernorm": "input_layernorm", "post_attention_layernorm": "post_attention_layernorm",
+          "attention.dense": "self_attn.o_proj", "mlp.dense_h_to_4h_gate": "mlp.gate_proj",
+          "mlp.dense_h_to_4h": "mlp.up_proj", "mlp.dense_4h_to_h": "mlp.down_proj"}
+
+
 def _pairs(num_layers: int) -> Iterator[tuple[str, str]]:
     """(sat key, hf key) for every 1:1 tensor (q/k/v and lm_head excluded)."""
     yield "transformer.word_embeddings.weight", "model.embed_tokens.weight"
     yield "transformer.final_layernorm.weight", "model.norm.weight"
-    for i in range(num_layers):
-        sat, hf = f"transformer.layers.{i}.", f"model.layers.{i}."
-        yield f"{sat}input_layernorm.weight", f"{hf}input_layernorm.weight"
-        yield f"{sat}post_attention_layernorm.weight", f"{hf}post_attention_layernorm.weight"
-        yield f"{sat}attention.dense.weight", f"{hf}self_attn.o_proj.weight"
-        yield f"{sat}mlp.dense_h_to_4h_gate.weight", f"{hf}mlp.gate_proj.weight"
-        yield f"{sat}mlp.dense_h_to_4h.weight", f"{hf}mlp.up_proj.weight"
-        yield f"{sat}mlp.dense_4h_to_h.weight", f"{hf}mlp.down_proj.weight"
+    yield from layer_pairs(num_layers, "model.layers.", _LAYER, params=("weight",))
 
 
 def hf_to_sat_llama(hf_state_dict: dict, sat_args: dict) -> dict:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from .hf_common import check_hf_config, check_layer_count, require, take, warn_leftovers
+from .hf_common import check_hf_config, check_layer_count, layer_pairs, require, take, warn_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +59,15 @@ def _normalise(key: str) -> str:
     return key
 
 
+_LAYER = {"input_layernorm": "layernorm_before", "post_attention_layernorm": "layernorm_after",
+          "attention.dense": "attention.o_proj", "mlp.dense_h_to_4h": "mlp.fc1", "mlp.dense_4h_to_h": "mlp.fc2"}
+
+
 def _pairs(num_layers: int) -> Iterator[tuple[str, str]]:
     for p in ("weight", "bias"):
         yield f"mixins.patch_embedding.proj.{p}", f"embeddings.patch_embeddings.projection.{p}"
         yield f"transformer.final_layernorm.{p}", f"layernorm.{p}"
-        for i in range(num_layers):
-            sat, hf = f"transformer.layers.{i}.", f"layers.{i}."
-            yield f"{sat}input_layernorm.{p}", f"{hf}layernorm_before.{p}"
-            yield f"{sat}post_attention_layernorm.{p}", f"{hf}layernorm_after.{p}"
-            yield f"{sat}attention.dense.{p}", f"{hf}attention.o_proj.{p}"
-            yield f"{sat}mlp.dense_h_to_4h.{p}", f"{hf}mlp.fc1.{p}"
-            yield f"{sat}mlp.dense_4h_to_h.{p}", f"{hf}mlp.fc2.{p}"
+    yield from layer_pairs(num_layers, "layers.", _LAYER)
 
 
 def hf_to_sat_vit(hf_state_dict: dict, sat_args: dict) -> dict:

@@ -30,7 +30,7 @@ from ..errors import DataError, HookError
 from .permutation import Permutation, derive_seed
 from .sampler import IndexStream
 
-__all__ = ["LengthGroupedStream", "example_lengths", "DEFAULT_WINDOW"]
+__all__ = ["LengthGroupedStream", "example_lengths", "padding_efficiency", "DEFAULT_WINDOW"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,16 @@ class LengthGroupedStream:
             start, _ = self.window_bounds(epoch, window)
             out[mask] = self.window_indices(epoch, window)[positions[mask] - start]
         return out
+
+
+def padding_efficiency(stream: IndexStream, lengths: np.ndarray, batch_size: int, positions: int) -> float:
+    """Real tokens / padded tokens over the stream's first ``positions`` positions cut into batches of
+    ``batch_size`` (each padded to its longest example)."""
+    count = max(positions // batch_size, 1) * batch_size
+    batches = lengths[stream.indices(np.arange(min(count, stream.epoch_length), dtype=np.int64))]
+    batches = batches[:len(batches) // batch_size * batch_size].reshape(-1, batch_size)
+    padded = batches.max(axis=1).sum() * batch_size
+    return float(batches.sum() / padded) if padded else 1.0
 
 
 # ---------------------------------------------------------------- lengths

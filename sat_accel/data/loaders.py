@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, get_wor
 
 from ..errors import ConfigError, DataError, HookError
 from .collate import PadToLongest
-from .grouping import DEFAULT_WINDOW, LengthGroupedStream, example_lengths
+from .grouping import DEFAULT_WINDOW, LengthGroupedStream, example_lengths, padding_efficiency
 from .mixture import MixtureStream, WeightedInterleave, check_weights
 from .permutation import derive_seed
 from .sampler import ShuffledStream, StreamBatchSampler, StrictEvalBatchSampler
@@ -185,11 +185,26 @@ def _grouped(stream: Any, dataset: Any, settings: DataSettings, length_function:
              ) -> LengthGroupedStream:
     lengths = example_lengths(dataset, length_function)
     window = settings.group_by_length_window or DEFAULT_WINDOW
+    global_batch = settings.batch_size * settings.world_size
+    grouped = LengthGroupedStream(stream, lengths, window, global_batch, derive_seed(settings.seed, "train", "group"))
     if settings.rank == 0:
-        logger.info("--group-by-length: %d examples, lengths %d..%d (mean %.1f), windows of %d global batches",
-                    len(lengths), lengths.min(), lengths.max(), lengths.mean(), window)
-    return LengthGroupedStream(stream, lengths, window, settings.batch_size * settings.world_size,
-                               derive_seed(settings.seed, "train", "group"))
+        _report_grouping(stream, grouped, lengths, window, settings.batch_size)
+    return grouped
+
+
+def _report_grouping(plain: Any, grouped: LengthGroupedStream, lengths: Any, window: int, batch_size: int) -> None:
+    """Log what grouping saves over the first window; warn when it saves little, as it still makes batches
+    homogeneous in whatever correlates with length (which can slow learning: docs/data.md)."""
+    positions = grouped.window_size
+    before, after = (padding_efficiency(s, lengths, batch_size, positions) for s in (plain, grouped))
+    logger.info("--group-by-length: %d examples, lengths %d..%d (mean %.1f), windows of %d global batches; real "
+                "tokens / padded tokens in the first window %.3f ungrouped, %.3f grouped", len(lengths),
+                lengths.min(), lengths.max(), lengths.mean(), window, before, after)
+    if after - before < 0.1:
+        logger.warning("--group-by-length saves little padding on this data (real tokens %.1f%% of the padded "
+                       "batch ungrouped, %.1f%% grouped) but makes every batch one of similar lengths, which "
+                       "slows learning when length goes with the kind of example; drop --group-by-length "
+                       "here.", 100 * before, 100 * after)
 
 
 def _eval_loader(parts: list, settings: DataSettings, collate_fn: Optional[Callable], name: str) -> DataLoader:
