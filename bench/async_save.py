@@ -4,8 +4,10 @@ training_main trains sat_accel's BertModel at BERT-base size (12 layers, hidden 
 133M parameters, AdamW: a 1.5 GB checkpoint with training state) on tiny batches, saving every
 --save-interval iterations; runs with and without --async-save alternate. forward_step stamps every
 iteration; stall per save = the saving iteration's time minus the median iteration time. Also reported: how
-much slower the iterations are while a background write runs (the writer shares the CPU with training), and
-the time the loop spends inside save() (the same stall without the iteration-to-iteration noise).
+much slower the iterations are while a background write runs (the writer shares the CPU with training), the
+time the loop spends inside save() (the same stall without the iteration-to-iteration noise), the whole cost of
+a save (cost_s: the saving iteration and the next 10, each minus the median: the stall plus the slowdown while
+the background write runs) and the run's wall time from the first iteration to the end of training_main.
 
     python bench/async_save.py --rounds 2 --iters 60 --save-interval 20
 """
@@ -87,6 +89,7 @@ def run(o, asynchronous: bool) -> dict:
     after = [statistics.mean(gaps[i + 1:i + 6]) for i in saving]
     return {"median_iter_s": median, "stalls_s": [gaps[i] - median for i in saving],
             "in_save_s": in_save[:len(saving)],
+            "cost_s": [sum(g - median for g in gaps[i:i + 11]) for i in saving], "run_s": end - stamps[0],
             "next5_iter_over_median": [a / median for a in after], "end_wait_s": end - stamps[-1]}
 
 
@@ -106,7 +109,7 @@ def main(argv=None) -> None:
         for name in (["sync", "async"] if r % 2 == 0 else ["async", "sync"]):
             results[name].append(run(o, name == "async"))
             print(f"[round {r}] {name}: {results[name][-1]}", flush=True)
-    for key in ("stalls_s", "in_save_s"):
+    for key in ("stalls_s", "in_save_s", "cost_s"):
         stall = {k: statistics.median(s for x in v for s in x[key]) for k, v in results.items()}
         print(f"median {key} per save: sync {stall['sync']:.2f} s, async {stall['async']:.2f} s, "
               f"async/sync {stall['async'] / stall['sync']:.3f}", flush=True)

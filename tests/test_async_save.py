@@ -19,7 +19,7 @@ import tiny_task
 from launch import launch_env
 from sat_accel.checkpoint_format import read_weights
 from sat_accel.errors import CheckpointError
-from sat_accel.training.async_save import AsyncCheckpointer, cpu_copy
+from sat_accel.training.async_save import AsyncCheckpointer, StoragePool, cpu_copy
 
 ARGS = ["--train-data", "tiny:128", "--split", "1", "--batch-size", "8", "--lr", "5e-3", "--train-iters", "12",
         "--save-interval", "4", "--log-interval", "4", "--num-workers", "0", "--warmup", "0", "--no-progress",
@@ -86,6 +86,23 @@ def test_cpu_copy_is_a_copy_and_keeps_ties():
     assert snap["a"].untyped_storage().data_ptr() == snap["b"].untyped_storage().data_ptr() \
         == snap["view"].untyped_storage().data_ptr() != weight.untyped_storage().data_ptr()
     assert snap["view"].storage_offset() == 2 and not snap["a"].requires_grad
+
+
+def test_the_next_copy_reuses_the_previous_buffers_and_overwrites_them():
+    weight = torch.nn.Parameter(torch.ones(3, 2))
+    state = {"a": weight, "b": weight, "step": torch.tensor(3.0)}
+    memo = {}
+    first = cpu_copy(state, memo)
+    pool = StoragePool()
+    pool.refill(list(memo.values()))  # what AsyncCheckpointer.wait does once the writer is done
+    with torch.no_grad():
+        weight.fill_(7.0)
+    second = cpu_copy({**state, "step": torch.tensor(4.0)}, {}, pool)
+    assert second["a"].untyped_storage().data_ptr() == first["a"].untyped_storage().data_ptr() \
+        == second["b"].untyped_storage().data_ptr()  # same memory, still one storage for the tied pair
+    assert second["step"].untyped_storage().data_ptr() == first["step"].untyped_storage().data_ptr()
+    assert second["a"].eq(7).all() and second["step"].item() == 4.0
+    assert cpu_copy(torch.zeros(5), {}, pool).eq(0).all()  # no buffer of that size left: a fresh one
 
 
 def test_a_failed_background_save_is_raised_with_the_previous_checkpoint_intact(tmp_path):

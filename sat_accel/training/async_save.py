@@ -33,7 +33,7 @@ from . import checkpoint, sharded_state
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncCheckpointer", "cpu_copy"]
+__all__ = ["AsyncCheckpointer", "StoragePool", "cpu_copy"]
 
 
 @dataclass
@@ -50,45 +50,74 @@ class Snapshot:
     rng: dict | None = None            # None: weights-only checkpoint
     shared: dict[str, Any] = field(default_factory=dict)   # training_state/ file name -> state (main rank)
     extra_state: dict = field(default_factory=dict)
+    storages: list = field(default_factory=list)  # the CPU storages above, for StoragePool.refill
 
 
-def cpu_copy(obj: Any, memo: dict | None = None) -> Any:
+class StoragePool:
+    """The CPU storages of the last finished snapshot, reused by the next one: copying into memory that is
+    already mapped costs a plain memcpy, where fresh buffers of a BERT-base-sized state cost 1-2 s of page
+    faults per save (bench/RESULTS.md)."""
+
+    def __init__(self) -> None:
+        self.free: dict[int, list[torch.UntypedStorage]] = {}
+
+    def take(self, nbytes: int) -> torch.UntypedStorage | None:
+        spare = self.free.get(nbytes)
+        return spare.pop() if spare else None
+
+    def refill(self, storages: list[torch.UntypedStorage]) -> None:
+        """Offer `storages` (no longer referenced by a writer) to the next snapshot, replacing older ones."""
+        self.free = {}
+        for storage in storages:
+            self.free.setdefault(storage.nbytes(), []).append(storage)
+
+
+def cpu_copy(obj: Any, memo: dict | None = None, pool: StoragePool | None = None) -> Any:
     """A deep copy of `obj` whose tensors are new CPU tensors; tensors that share storage still share it (tied
-    weights stay tied, so the safetensors writer keeps one copy and records the alias)."""
+    weights stay tied, so the safetensors writer keeps one copy and records the alias). With `pool`, storages
+    of the same size are taken from it and overwritten instead of allocated."""
     memo = {} if memo is None else memo
     if isinstance(obj, torch.Tensor):
         tensor = obj.detach()
         key = (tensor.untyped_storage().data_ptr(), tensor.device)
         storage = memo.get(key)
         if storage is None:
-            storage = memo[key] = tensor.untyped_storage().cpu().clone() if tensor.device.type == "cpu" \
-                else tensor.untyped_storage().cpu()
+            storage = memo[key] = _copied_storage(tensor.untyped_storage(), pool)
         return torch.empty(0, dtype=tensor.dtype).set_(storage, tensor.storage_offset(), tensor.size(),
                                                        tensor.stride())
     if isinstance(obj, dict):
-        return {k: cpu_copy(v, memo) for k, v in obj.items()}
+        return {k: cpu_copy(v, memo, pool) for k, v in obj.items()}
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
-        return type(obj)(*(cpu_copy(v, memo) for v in obj))
+        return type(obj)(*(cpu_copy(v, memo, pool) for v in obj))
     if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_copy(v, memo) for v in obj)
+        return type(obj)(cpu_copy(v, memo, pool) for v in obj)
     return obj
 
 
+def _copied_storage(source: torch.UntypedStorage, pool: StoragePool | None) -> torch.UntypedStorage:
+    spare = pool.take(source.nbytes()) if pool is not None else None
+    if spare is not None:
+        return spare.copy_(source)
+    return source.cpu().clone() if source.device.type == "cpu" else source.cpu()
+
+
 def take_snapshot(accelerator, run_dir: str, iteration: int, model, optimizer, lr_scheduler, extra_state: dict,
-                  args: argparse.Namespace) -> Snapshot:
+                  args: argparse.Namespace, pool: StoragePool | None = None) -> Snapshot:
     """Copy this rank's part of a checkpoint into CPU memory (the only part of an async save that stalls)."""
     main = accelerator.is_main_process
     with_optim = optimizer is not None and not getattr(args, "no_save_optim", False)
+    memos: list[dict] = [{}, {}, {}]  # weights, optimizer/schedule state, extra state: each keeps its own ties
     snap = Snapshot(os.path.abspath(run_dir), iteration, main, accelerator.process_index,
                     argparse.Namespace(**cpu_copy(vars(args))) if args is not None else argparse.Namespace())
     if main:
-        snap.weights = cpu_copy(accelerator.get_state_dict(model, unwrap=True))
+        snap.weights = cpu_copy(accelerator.get_state_dict(model, unwrap=True), memos[0], pool)
         snap.config, snap.hf_config = checkpoint.checkpoint_configs(accelerator, model, args)
     if with_optim:
         snap.rng = checkpoint._rng_state()
         if main:
-            snap.shared = cpu_copy(checkpoint.shared_state(accelerator, optimizer, lr_scheduler))
-            snap.extra_state = cpu_copy(extra_state)
+            snap.shared = cpu_copy(checkpoint.shared_state(accelerator, optimizer, lr_scheduler), memos[1], pool)
+            snap.extra_state = cpu_copy(extra_state, memos[2], pool)
+    snap.storages = [storage for memo in memos for storage in memo.values()]
     return snap
 
 
@@ -105,6 +134,8 @@ class AsyncCheckpointer:
         self.group = dist.new_group(backend="gloo") if distributed and not self.synchronous else None
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.pool = StoragePool()
+        self._written: list = []  # storages of the snapshot in flight, reusable once it is written
 
     def save(self, run_dir: str, iteration: int, model, optimizer, lr_scheduler, extra_state: dict,
              args: argparse.Namespace) -> None:
@@ -114,7 +145,9 @@ class AsyncCheckpointer:
                                        extra_state, args)
             return
         self.wait()
-        snap = take_snapshot(self.accelerator, run_dir, iteration, model, optimizer, lr_scheduler, extra_state, args)
+        snap = take_snapshot(self.accelerator, run_dir, iteration, model, optimizer, lr_scheduler, extra_state, args,
+                             self.pool)
+        self._written = snap.storages
         self.thread = threading.Thread(target=self._work, args=(snap,), name=f"sat-async-save-{iteration}")
         self.thread.start()
 
@@ -123,9 +156,18 @@ class AsyncCheckpointer:
         if self.thread is not None:
             self.thread.join()
             self.thread = None
+            self.pool.refill(self._written)  # the writer is done with them (failed or not)
+            self._written = []
         error, self.error = self.error, None
         if error is not None:
             raise error
+
+    def close(self) -> None:
+        """wait(), then release the reusable CPU buffers (the end of training)."""
+        try:
+            self.wait()
+        finally:
+            self.pool = StoragePool()
 
     def _work(self, snap: Snapshot) -> None:
         tmp = os.path.join(snap.run_dir, f"{TMP_PREFIX}{snap.iteration}")

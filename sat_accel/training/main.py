@@ -150,7 +150,7 @@ def train_and_save(run: Run, optimizer, load_from: IterationDir | None) -> str |
             save(run, training)
     finally:
         if training.async_saver is not None:  # the last save is complete on every rank before we return
-            training.async_saver.wait()
+            training.async_saver.close()
     return stop_reason
 
 
