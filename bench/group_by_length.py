@@ -75,7 +75,8 @@ def sat_runner(grouped: bool):
         argv = ["--train-data", data["train"], "--valid-data", data["validation"], "--train-iters", str(opts.steps),
                 "--eval-interval", str(opts.eval_every or opts.steps * 10), "--save", "", "--data-root", str(tmp),
                 "--summary-dir", str(tmp / "runs"), "--no-progress", "--log-interval", str(opts.steps),
-                "--cpu-threads", str(opts.threads)] + (["--group-by-length"] if grouped else [])
+                "--cpu-threads", str(opts.threads), "--seed", str(opts.seed)]
+        argv += ["--group-by-length"] if grouped else []
         args = ex.parse_args(argv)
         ex.set_cpu_threads(args)
         model, args = ex.build_model(args)
@@ -114,7 +115,8 @@ def unpadded(dataset):
 def run_trainer(data: dict, opts, tmp: Path) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    args = ex.parse_args(["--train-data", data["train"], "--data-root", str(tmp), "--cpu-threads", str(opts.threads)])
+    args = ex.parse_args(["--train-data", data["train"], "--data-root", str(tmp), "--cpu-threads", str(opts.threads),
+                          "--seed", str(opts.seed)])
     ex.set_cpu_threads(args)
     model, args = ex.build_model(args)
     model.disable_untrainable_params()  # as training_main does for the example
@@ -167,6 +169,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="training steps left out of the timing")
     parser.add_argument("--target", type=float, default=0.9, help="validation accuracy for time-to-accuracy")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234, help="the example's --seed (init, order); not the data's")
     parser.add_argument("--runners", nargs="+", default=list(RUNNERS))
     opts = parser.parse_args(argv)
     import logging

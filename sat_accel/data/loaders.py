@@ -194,7 +194,7 @@ def _grouped(stream: Any, dataset: Any, settings: DataSettings, length_function:
 
 def _report_grouping(plain: Any, grouped: LengthGroupedStream, lengths: Any, window: int, batch_size: int) -> None:
     """Log what grouping saves over the first window; warn when it saves little, as it still makes batches
-    homogeneous in whatever correlates with length (which can slow learning: docs/data.md)."""
+    homogeneous in whatever goes with length (docs/data.md, "When not to group")."""
     positions = grouped.window_size
     before, after = (padding_efficiency(s, lengths, batch_size, positions) for s in (plain, grouped))
     logger.info("--group-by-length: %d examples, lengths %d..%d (mean %.1f), windows of %d global batches; real "
@@ -202,9 +202,9 @@ def _report_grouping(plain: Any, grouped: LengthGroupedStream, lengths: Any, win
                 lengths.min(), lengths.max(), lengths.mean(), window, before, after)
     if after - before < 0.1:
         logger.warning("--group-by-length saves little padding on this data (real tokens %.1f%% of the padded "
-                       "batch ungrouped, %.1f%% grouped) but makes every batch one of similar lengths, which "
-                       "slows learning when length goes with the kind of example; drop --group-by-length "
-                       "here.", 100 * before, 100 * after)
+                       "batch ungrouped, %.1f%% grouped): it buys little speed and still makes every batch one of "
+                       "similar lengths, i.e. less mixed; consider dropping --group-by-length.",
+                       100 * before, 100 * after)
 
 
 def _eval_loader(parts: list, settings: DataSettings, collate_fn: Optional[Callable], name: str) -> DataLoader:
