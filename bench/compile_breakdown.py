@@ -44,24 +44,9 @@ def build(variant: str):
     return model, lambda: cs.mlm_loss(model, ids, ids)
 
 
-def step_times(variant: str, steps: int) -> list[float]:
+def training_step(variant: str):
+    """One train step of the variant's model (loss, backward, clipping, fused AdamW), as a closure."""
     model, loss_fn = build(variant)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        loss_fn().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def eager_breakdown() -> dict:
-    from torch.profiler import ProfilerActivity, profile
-
-    model, loss_fn = build("eager")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step():
@@ -69,6 +54,22 @@ def eager_breakdown() -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
+    return step
+
+
+def step_times(variant: str, steps: int) -> list[float]:
+    step, times = training_step(variant), []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def eager_breakdown() -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    step = training_step("eager")
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

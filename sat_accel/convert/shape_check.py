@@ -57,10 +57,9 @@ def _expected(config: dict, layer_ids: list[int]) -> Iterator[tuple[str, tuple[D
         return
     h: Dim = (config["hidden_size"], ("hidden_size",))
     heads = config["num_attention_heads"]
-    head_keys = ("num_attention_heads", "hidden_size_per_attention_head")
     head_dim = config.get("hidden_size_per_attention_head") or h[0] // heads
-    if not config.get("hidden_size_per_attention_head"):
-        head_keys = ("num_attention_heads", "hidden_size")
+    head_keys = ("num_attention_heads",
+                 "hidden_size_per_attention_head" if config.get("hidden_size_per_attention_head") else "hidden_size")
     kv_heads = config.get("num_multi_query_heads") or heads
     inner: Dim = (config.get("inner_hidden_size") or 4 * h[0], ("inner_hidden_size",))
     if isinstance(config.get("vocab_size"), int):

@@ -101,9 +101,8 @@ class LengthGroupedStream:
 def padding_efficiency(stream: IndexStream, lengths: np.ndarray, batch_size: int, positions: int) -> float:
     """Real tokens / padded tokens over the stream's first ``positions`` positions cut into batches of
     ``batch_size`` (each padded to its longest example)."""
-    count = max(positions // batch_size, 1) * batch_size
-    batches = lengths[stream.indices(np.arange(min(count, stream.epoch_length), dtype=np.int64))]
-    batches = batches[:len(batches) // batch_size * batch_size].reshape(-1, batch_size)
+    count = min(positions, stream.epoch_length) // batch_size * batch_size
+    batches = lengths[stream.indices(np.arange(count, dtype=np.int64))].reshape(-1, batch_size)
     padded = batches.max(axis=1).sum() * batch_size
     return float(batches.sum() / padded) if padded else 1.0
 
